@@ -1,0 +1,75 @@
+"""The sensor table: every configured sensor as a row of NumPy arrays.
+
+Detectors index these arrays with a batch's ``sensor`` column; a missing limit
+is NaN, so comparisons against it are simply false.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from plantwatch.config import PlantConfig, SensorPlace
+
+__all__ = ["LIMIT_NAMES", "SensorTable"]
+
+LIMIT_NAMES = ("ll", "l", "h", "hh")
+
+
+@dataclass(frozen=True, slots=True)
+class SensorTable:
+    """Rows of sensors; ``index[sensor_id]`` is the row.
+
+    Attributes
+    ----------
+    ids : list of str, length m
+    places : list of SensorPlace, length m
+        Where each sensor sits (site, workshop, area, team, post) and its config.
+    ll, l, h, hh : float64 arrays, shape (m,)
+        Alarm limits in the sensor's unit; NaN where the sensor has none.
+    deadband : float64 array, shape (m,)
+        Hysteresis an alarm must fall back through before it clears.
+    range_lo, range_hi : float64 arrays, shape (m,)
+        Calibrated measuring range.
+    """
+
+    ids: list[str]
+    places: list[SensorPlace]
+    index: dict[str, int]
+    ll: npt.NDArray[np.float64]
+    l: npt.NDArray[np.float64]  # noqa: E741 - ISA-18.2's name for the low limit
+    h: npt.NDArray[np.float64]
+    hh: npt.NDArray[np.float64]
+    deadband: npt.NDArray[np.float64]
+    range_lo: npt.NDArray[np.float64]
+    range_hi: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_config(cls, plant: PlantConfig) -> SensorTable:
+        places = plant.places()
+        m = len(places)
+        limits = {name: np.full(m, np.nan) for name in LIMIT_NAMES}
+        for place in places:
+            for name, value in place.sensor.effective_limits().items():
+                limits[name][place.index] = value
+        return cls(
+            ids=[p.sensor.id for p in places],
+            places=places,
+            index={p.sensor.id: p.index for p in places},
+            ll=limits["ll"],
+            l=limits["l"],
+            h=limits["h"],
+            hh=limits["hh"],
+            deadband=np.array([p.sensor.effective_deadband() for p in places], np.float64),
+            range_lo=np.array([p.sensor.range[0] for p in places], np.float64),
+            range_hi=np.array([p.sensor.range[1] for p in places], np.float64),
+        )
+
+    def limit(self, name: str) -> npt.NDArray[np.float64]:
+        arr: npt.NDArray[np.float64] = getattr(self, name)
+        return arr

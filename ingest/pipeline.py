@@ -1,0 +1,245 @@
+"""The ingest pipeline: source → decode/validate → detect → alarms → store → ack.
+
+Messages are decoded as they arrive and collected until a flush (by count or
+by age). A flush runs the detectors over the whole batch, journals the alarm
+events it produced (fsync), checkpoints detector state (fsync), announces the
+events, and hands the batch to the store writer; the messages are
+acknowledged to the broker only when the writer reports the batch durable.
+So a ``kill -9`` at any point loses nothing the broker accepted, and a restart
+neither loses nor re-raises an alarm.
+
+Rejected messages and readings are dead-lettered (one dead letter each, with
+its reason) and counted; they never stop the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+from paho.mqtt.client import topic_matches_sub
+
+from alarms.board import AlarmBoard
+from alarms.events import AlarmEvent
+from alarms.journal import AlarmJournal
+from alarms.limit_alarms import events_from_transitions
+from detectors.batch import ReadingBatch
+from detectors.limits import LimitDetector
+from detectors.sensor_table import SensorTable
+from ingest.checkpoint import CheckpointFile, remap_state
+from ingest.decode_json import DecodeLimits, DecodeResult, Rejection, decode_gateway_json
+from ingest.metrics import IngestMetrics
+from ingest.mqtt_source import InboundMessage
+from ingest.writer import StoreWriter, WriteJob
+
+__all__ = ["MessageSource", "Pipeline", "PipelineConfig", "restore_alarm_state"]
+
+log = logging.getLogger(__name__)
+
+
+class MessageSource(Protocol):
+    """What the pipeline needs of a source (``MqttSource``, or a test seam)."""
+
+    topics: list[str]
+
+    @property
+    def pending(self) -> int: ...
+
+    async def receive(
+        self, max_messages: int = 10_000, timeout_s: float | None = None
+    ) -> list[InboundMessage]: ...
+
+    def ack(self, messages: list[InboundMessage]) -> int: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    flush_max_readings: int = 50_000
+    flush_interval_s: float = 0.1
+    deadletter_topic: str = "plantwatch/deadletter"
+    decode_limits: DecodeLimits = DecodeLimits()
+
+
+def restore_alarm_state(
+    table: SensorTable,
+    detector: LimitDetector,
+    journal: AlarmJournal,
+    checkpoint: CheckpointFile,
+) -> AlarmBoard:
+    """Resume detector and alarm board from disk, consistent with each other."""
+    saved = checkpoint.load()
+    if saved is None:
+        # No checkpoint (first start, or it was deleted): take the limit levels
+        # from the active alarms so nothing active is raised a second time.
+        board = journal.rebuild()
+        for alarm in board.active():
+            row = table.index.get(alarm.sensor)
+            if row is None:
+                continue
+            level = 2 if alarm.limit in ("hh", "ll") else 1
+            side = detector.high_level if alarm.limit in ("h", "hh") else detector.low_level
+            side[row] = max(int(side[row]), level)
+        return board
+    cut = journal.truncate(saved.journal_offset)
+    if cut:
+        log.info("alarm journal ran %d bytes ahead of the detector checkpoint; the readings "
+                 "behind those events are redelivered by the broker", cut)
+    detector.set_state(
+        remap_state(saved.state, saved.sensor_ids, detector.get_state(), table.ids)
+    )
+    return journal.rebuild()
+
+
+class Pipeline:
+    """Runs the ingest loop until cancelled."""
+
+    def __init__(
+        self,
+        *,
+        table: SensorTable,
+        source: MessageSource,
+        writer: StoreWriter,
+        detector: LimitDetector,
+        board: AlarmBoard,
+        journal: AlarmJournal,
+        checkpoint: CheckpointFile,
+        metrics: IngestMetrics,
+        config: PipelineConfig = PipelineConfig(),  # noqa: B008 - frozen
+        on_alarm_events: Callable[[list[AlarmEvent]], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self.source = source
+        self.writer = writer
+        self.detector = detector
+        self.board = board
+        self.journal = journal
+        self.checkpoint = checkpoint
+        self.metrics = metrics
+        self.config = config
+        self.on_alarm_events = on_alarm_events
+        self.clock = clock
+        self._batches: list[ReadingBatch] = []
+        self._messages: list[InboundMessage] = []
+        self._pending_readings = 0
+        self._first_pending_at = 0.0
+        self.flushes = 0
+
+    @property
+    def pending_messages(self) -> int:
+        """Messages received but not yet flushed (so not yet acknowledged)."""
+        return len(self._messages)
+
+    async def run(self) -> None:
+        cfg = self.config
+        while True:
+            if self._messages:
+                wait = max(0.0, self._first_pending_at + cfg.flush_interval_s - time.monotonic())
+            else:
+                wait = 1.0
+            messages = await self.source.receive(timeout_s=wait)
+            if messages:
+                self.handle(messages)
+            self.metrics.source_queue_depth.set(self.source.pending)
+            if self._messages and (
+                self._pending_readings >= cfg.flush_max_readings
+                or time.monotonic() >= self._first_pending_at + cfg.flush_interval_s
+            ):
+                await self.flush()
+
+    def handle(self, messages: list[InboundMessage]) -> None:
+        """Decode and validate messages into the pending batch; dead-letter rejects."""
+        if not self._messages:
+            self._first_pending_at = time.monotonic()
+        now_ms = int(self.clock() * 1000)
+        index = self.table.index
+        limits = self.config.decode_limits
+        self.metrics.messages_received.inc(len(messages))
+        for msg in messages:
+            self._messages.append(msg)
+            if not any(topic_matches_sub(sub, msg.topic) for sub in self.source.topics):
+                # Some brokers (amqtt) hand new clients retained messages of topics
+                # they never subscribed to; they are not ours to judge.
+                continue
+            result = self._decode(msg, index, now_ms, limits)
+            if result.rejections:
+                self._dead_letter(msg, result.rejections)
+            if len(result.batch):
+                self._batches.append(result.batch)
+                self._pending_readings += len(result.batch)
+                self.metrics.readings_received.inc(len(result.batch))
+        self.metrics.pending_readings.set(self._pending_readings)
+
+    def _decode(
+        self, msg: InboundMessage, index: dict[str, int], now_ms: int, limits: DecodeLimits
+    ) -> DecodeResult:
+        if msg.topic.endswith("/lp"):
+            return DecodeResult(
+                ReadingBatch.empty(),
+                [Rejection("unsupported_format",
+                           "InfluxDB line protocol on plant/<site>/lp is not decoded yet "
+                           "(issue 5); publish the JSON gateway format")],
+            )
+        return decode_gateway_json(msg.payload, index, now_ms, limits)
+
+    def _dead_letter(self, msg: InboundMessage, rejections: list[Rejection]) -> None:
+        for rej in rejections:
+            if rej.index is None:
+                self.metrics.messages_rejected.labels(rej.reason).inc()
+            else:
+                self.metrics.readings_rejected.labels(rej.reason).inc()
+            letter = rej.to_dead_letter(msg.topic, msg.payload, msg.received_ms)
+            try:
+                body = orjson.dumps(letter)
+            except TypeError:
+                letter["reading"] = repr(letter.get("reading"))
+                body = orjson.dumps(letter)
+            self.source.publish(self.config.deadletter_topic, body, qos=1)
+            self.metrics.dead_letters.inc()
+        log.debug("dead-lettered %d rejections from %s", len(rejections), msg.topic)
+
+    async def flush(self) -> None:
+        """Detect, journal, checkpoint, announce, and hand the batch to the writer."""
+        batch = ReadingBatch.concat(self._batches)
+        messages = self._messages
+        self._batches, self._messages, self._pending_readings = [], [], 0
+        self.metrics.pending_readings.set(0)
+        self.flushes += 1
+
+        events: list[AlarmEvent] = []
+        if len(batch):
+            transitions = self.detector.update(batch)
+            if len(transitions):
+                events = [
+                    e for e in events_from_transitions(self.table, transitions)
+                    if self.board.apply(e)
+                ]
+            if events:
+                self.journal.append(events)
+                for e in events:
+                    self.metrics.alarm_events.labels(e.action).inc()
+            self.checkpoint.save(self.detector.get_state(), self.table.ids, self.journal.size())
+        if events:
+            if self.on_alarm_events is not None:
+                self.on_alarm_events(events)
+            self.writer.submit_alarm_events(events)
+
+        received = min((m.received_ms for m in messages), default=0)
+
+        def acknowledge() -> None:
+            self.source.ack(messages)
+            if received:
+                self.metrics.ack_latency_seconds.observe(
+                    max(0.0, self.clock() - received / 1000)
+                )
+
+        if len(batch):
+            await self.writer.submit(WriteJob(batch, acknowledge))
+        else:
+            acknowledge()

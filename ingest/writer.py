@@ -1,0 +1,185 @@
+"""The store writer: batches to the store, or to the spool when it is away.
+
+A job is a batch plus what to do once it is durable (acknowledge its MQTT
+messages). A batch is durable when the store took it, or when it was appended
+and fsynced to the spool. While the spool holds anything, new batches go to
+the spool too, so the store receives readings in the order they came; a
+drainer replays the spool with jittered exponential backoff (the one place
+that retries the store). Concurrency towards the store is bounded
+(``concurrency`` writers over the store's own bounded connection pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from alarms.events import AlarmEvent
+from detectors.batch import ReadingBatch
+from ingest.errors import StoreRejected, StoreUnavailable
+from ingest.metrics import IngestMetrics
+from ingest.spool import Spool
+from ingest.store import ReadingStore
+
+__all__ = ["StoreWriter", "WriteJob"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WriteJob:
+    batch: ReadingBatch
+    on_durable: Callable[[], None]
+
+
+class StoreWriter:
+    """Writes jobs to ``store``; spools while it is unavailable."""
+
+    def __init__(
+        self,
+        store: ReadingStore,
+        spool: Spool,
+        metrics: IngestMetrics,
+        *,
+        concurrency: int = 2,
+        queue_size: int = 8,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        on_refused: Callable[[ReadingBatch, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.metrics = metrics
+        self.concurrency = concurrency
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.on_refused = on_refused
+        self.store_up = True
+        self._jobs: asyncio.Queue[WriteJob] = asyncio.Queue(queue_size)
+        self._alarm_events: asyncio.Queue[list[AlarmEvent]] = asyncio.Queue(1000)
+        self._spool_wake = asyncio.Event()
+        if not spool.empty:
+            self._spool_wake.set()
+        metrics.spool_readings.set(spool.readings)
+        metrics.store_up.set(1)
+
+    async def submit(self, job: WriteJob) -> None:
+        """Queue a job; waits while the queue is full (backpressure to the source)."""
+        await self._jobs.put(job)
+        self.metrics.writer_queue_depth.set(self._jobs.qsize())
+
+    def submit_alarm_events(self, events: list[AlarmEvent]) -> None:
+        """Best effort: the alarm journal, not the store, is the record of alarms."""
+        try:
+            self._alarm_events.put_nowait(events)
+        except asyncio.QueueFull:
+            log.warning("alarm-event queue to the store is full; %d events not stored "
+                        "(they are in the alarm journal)", len(events))
+
+    @property
+    def queued(self) -> int:
+        return self._jobs.qsize()
+
+    async def join(self) -> None:
+        """Wait until every submitted job is durable."""
+        await self._jobs.join()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for i in range(self.concurrency):
+                tg.create_task(self._write_jobs(), name=f"store-writer-{i}")
+            tg.create_task(self._drain_spool(), name="spool-drainer")
+            tg.create_task(self._write_alarm_events(), name="alarm-event-writer")
+
+    def _to_spool(self, job: WriteJob) -> None:
+        self.spool.append(job.batch)
+        self.metrics.readings_spooled.inc(len(job.batch))
+        self.metrics.spool_readings.set(self.spool.readings)
+        self._spool_wake.set()
+        job.on_durable()
+
+    async def _write_jobs(self) -> None:
+        while True:
+            job = await self._jobs.get()
+            try:
+                self.metrics.writer_queue_depth.set(self._jobs.qsize())
+                if not self.store_up or not self.spool.empty:
+                    self._to_spool(job)
+                    continue
+                started = time.perf_counter()
+                try:
+                    await self.store.write(job.batch)
+                except StoreUnavailable as exc:
+                    self._mark_down(exc)
+                    self._to_spool(job)
+                    continue
+                except StoreRejected as exc:
+                    self._refused(job.batch, exc)
+                    job.on_durable()
+                    continue
+                self.metrics.store_write_seconds.observe(time.perf_counter() - started)
+                self.metrics.readings_stored.inc(len(job.batch))
+                job.on_durable()
+            finally:
+                self._jobs.task_done()
+
+    def _mark_down(self, exc: Exception) -> None:
+        if self.store_up:
+            log.warning("store unavailable (%s); spooling readings to %s", exc, self.spool.path)
+        self.store_up = False
+        self.metrics.store_up.set(0)
+        self.metrics.store_write_errors.labels("unavailable").inc()
+
+    def _refused(self, batch: ReadingBatch, exc: Exception) -> None:
+        log.error("store refused %d readings: %s", len(batch), exc)
+        self.metrics.store_write_errors.labels("refused").inc()
+        self.metrics.readings_refused_by_store.inc(len(batch))
+        if self.on_refused is not None:
+            self.on_refused(batch, str(exc))
+
+    async def _drain_spool(self) -> None:
+        backoff = self.backoff_initial_s
+        while True:
+            await self._spool_wake.wait()
+            self._spool_wake.clear()
+            while not self.spool.empty:
+                batch, offset = self.spool.peek()
+                try:
+                    await self.store.write(batch)
+                except StoreUnavailable as exc:
+                    self._mark_down(exc)
+                    # Full jitter: many services restarting at once do not stampede.
+                    await asyncio.sleep(random.uniform(0, backoff))
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                    continue
+                except StoreRejected as exc:
+                    self._refused(batch, exc)
+                else:
+                    self.metrics.readings_stored.inc(len(batch))
+                self.spool.commit(offset, len(batch))
+                self.metrics.spool_readings.set(self.spool.readings)
+                backoff = self.backoff_initial_s
+            if not self.store_up:
+                log.info("store is back; spool drained")
+            self.store_up = True
+            self.metrics.store_up.set(1)
+
+    async def _write_alarm_events(self) -> None:
+        backoff = self.backoff_initial_s
+        while True:
+            events = await self._alarm_events.get()
+            while True:
+                try:
+                    await self.store.write_alarm_events(events)
+                    backoff = self.backoff_initial_s
+                    break
+                except StoreUnavailable:
+                    await asyncio.sleep(random.uniform(0, backoff))
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                except StoreRejected as exc:
+                    log.error("store refused %d alarm events: %s", len(events), exc)
+                    break

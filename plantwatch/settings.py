@@ -1,0 +1,110 @@
+"""Service settings: environment ``PLANTWATCH_*`` (nested with ``__``) or a TOML file.
+
+Examples::
+
+    PLANTWATCH_MQTT__URL=mqtt://broker.plant.local:1883
+    PLANTWATCH_STORE=influxdb
+    PLANTWATCH_INFLUXDB__URL=http://influx.plant.local:8086
+    PLANTWATCH_INFLUXDB__TOKEN=...          # InfluxDB 2.x/3.x (v1-compatible API)
+
+or ``plantwatch run --settings plantwatch.toml`` with sections ``[mqtt]``,
+``[influxdb]``, ``[sqlite]``, ``[ingest]``, ``[api]`` and top-level keys
+``plant``, ``store``, ``state_dir``. Environment variables win over the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["ApiSettings", "IngestSettings", "InfluxSettings", "MqttSettings", "Settings",
+           "load_settings"]
+
+
+class MqttSettings(BaseModel):
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = "plantwatch-ingest"
+    topics: list[str] = ["plant/#"]
+    deadletter_topic: str = "plantwatch/deadletter"
+    max_pending_messages: int = Field(20_000, ge=100)
+    connect_timeout_s: float = Field(15.0, gt=0)
+
+
+class InfluxSettings(BaseModel):
+    url: str = "http://127.0.0.1:8086"
+    database: str = "plantwatch"
+    retention: str = Field("30d", pattern=r"^(\d+(h|d|w)|INF)$")
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    create_database: bool = True
+    max_connections: int = Field(4, ge=1, le=16)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class SQLiteSettings(BaseModel):
+    path: Path = Path("var/plantwatch.sqlite3")
+    retention_days: float = Field(30.0, gt=0)
+
+
+class IngestSettings(BaseModel):
+    flush_max_readings: int = Field(50_000, ge=1)
+    flush_interval_s: float = Field(0.1, gt=0)
+    write_concurrency: int = Field(2, ge=1, le=16)
+    max_payload_bytes: int = Field(1_048_576, ge=1024)
+    max_readings_per_message: int = Field(100_000, ge=1)
+    max_future_skew_s: float = Field(300.0, ge=0)
+    max_age_days: float = Field(30.0, gt=0)
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PLANTWATCH_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    plant: Path = Path("config/plant.yaml")
+    store: Literal["influxdb", "sqlite"] = "influxdb"
+    state_dir: Path = Path("var")
+    mqtt: MqttSettings = MqttSettings()
+    influxdb: InfluxSettings = InfluxSettings()
+    sqlite: SQLiteSettings = SQLiteSettings()
+    ingest: IngestSettings = IngestSettings()
+    api: ApiSettings = ApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # toml_file comes from model_config (None: no file), set by load_settings.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def load_settings(toml_file: Path | None = None, **overrides: object) -> Settings:
+    """Settings from ``overrides``, then the environment, then ``toml_file``."""
+    if toml_file is None:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    if not toml_file.is_file():
+        raise FileNotFoundError(f"settings file {toml_file} does not exist")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": toml_file})
+
+    return FileSettings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,114 @@
+"""Spool, alarm journal and detector checkpoint: what survives a crash, and what not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alarms.events import AlarmEvent
+from alarms.journal import AlarmJournal
+from detectors.batch import ReadingBatch
+from ingest.checkpoint import CheckpointFile, remap_state
+from ingest.spool import Spool
+
+
+def batch(n: int, start: int = 0) -> ReadingBatch:
+    return ReadingBatch.from_columns(
+        np.arange(n) % 5, np.arange(start, start + n), np.linspace(0, 1, n), np.arange(n) % 4
+    )
+
+
+def test_spool_round_trip_in_order(tmp_path) -> None:
+    spool = Spool(tmp_path / "spool.bin")
+    assert spool.empty
+    spool.append(batch(10))
+    spool.append(batch(5, start=100))
+    assert spool.readings == 15
+    got, offset = spool.peek(max_readings=12)
+    assert got.ts.tolist() == list(range(10)) + list(range(100, 105))  # whole records only
+    np.testing.assert_array_equal(got.value[:10], batch(10).value)
+    spool.commit(offset, len(got))
+    assert spool.empty and spool.readings == 0
+    assert (tmp_path / "spool.bin").stat().st_size == 0
+    spool.close()
+
+
+def test_spool_partial_commit_then_reopen_replays_all(tmp_path) -> None:
+    spool = Spool(tmp_path / "s.bin")
+    spool.append(batch(3))
+    spool.append(batch(4, start=10))
+    first, offset = spool.peek(max_readings=1)
+    assert len(first) == 3
+    spool.commit(offset, len(first))
+    assert not spool.empty and spool.readings == 4
+    spool.close()
+    again = Spool(tmp_path / "s.bin")  # after a crash: replay from the start (dupes overwrite)
+    assert again.readings == 7
+    everything, _ = again.peek()
+    assert everything.ts.tolist() == [0, 1, 2, 10, 11, 12, 13]
+    again.close()
+
+
+def test_spool_cuts_a_torn_record(tmp_path) -> None:
+    path = tmp_path / "s.bin"
+    spool = Spool(path)
+    spool.append(batch(3))
+    spool.close()
+    whole = path.stat().st_size
+    with open(path, "ab") as fh:
+        fh.write(b"PWS1\x05\x00\x00\x00garbage")
+    reopened = Spool(path)
+    assert reopened.torn_bytes_dropped > 0
+    assert path.stat().st_size == whole
+    assert reopened.readings == 3
+    reopened.close()
+
+
+def event(action: str, ts: int, sensor: str = "LEL-1") -> AlarmEvent:
+    return AlarmEvent(
+        alarm_id=f"{sensor}:h", sensor=sensor, limit="h", action=action,  # type: ignore[arg-type]
+        ts=ts, value=30.0, setpoint=25.0, priority="high", site="s", workshop="w", area="a",
+        team="t", post="p", kind="combustible_lel", unit="%LEL",
+    )
+
+
+def test_journal_rebuilds_board_and_drops_torn_line(tmp_path) -> None:
+    journal = AlarmJournal(tmp_path / "alarms.jsonl")
+    journal.append([event("raise", 1), event("raise", 2, "LEL-2")])
+    journal.append([event("clear", 3)])
+    with open(journal.path, "ab") as fh:
+        fh.write(b'{"alarm_id": "LEL-9:h", "sens')
+    board = journal.rebuild()
+    assert journal.torn_records_dropped == 1
+    assert [a.sensor for a in board.active()] == ["LEL-2"]
+    assert board.get("LEL-1:h") is not None and board.get("LEL-1:h").cleared_ts == 3  # type: ignore[union-attr]
+    assert journal.path.read_bytes().endswith(b"\n")
+
+
+def test_journal_truncate_to_checkpoint_offset(tmp_path) -> None:
+    journal = AlarmJournal(tmp_path / "alarms.jsonl")
+    journal.append([event("raise", 1)])
+    offset = journal.size()
+    journal.append([event("clear", 2)])
+    assert journal.truncate(offset) > 0
+    assert [e.action for e in journal.load()] == ["raise"]
+
+
+def test_journal_corrupt_middle_names_the_file(tmp_path) -> None:
+    journal = AlarmJournal(tmp_path / "alarms.jsonl")
+    journal.path.write_bytes(b"{bad}\n")
+    with pytest.raises(ValueError, match="alarms.jsonl"):
+        journal.load()
+
+
+def test_checkpoint_round_trip_and_remap(tmp_path) -> None:
+    cp = CheckpointFile(tmp_path / "det.npz")
+    assert cp.load() is None
+    state = {"level": np.array([1, 2, 0], np.int8), "last_ts": np.array([5, 6, 7], np.int64)}
+    cp.save(state, ["a", "b", "c"], 123)
+    loaded = cp.load()
+    assert loaded is not None and loaded.journal_offset == 123 and loaded.sensor_ids == ["a", "b", "c"]
+    fresh = {"level": np.zeros(3, np.int8), "last_ts": np.full(3, -1, np.int64)}
+    remapped = remap_state(loaded.state, loaded.sensor_ids, fresh, ["c", "x", "a"])
+    assert remapped["level"].tolist() == [0, 0, 1]
+    assert remapped["last_ts"].tolist() == [7, -1, 5]

@@ -1,0 +1,245 @@
+"""The pipeline through in-memory seams: acks only after durability, spool while the
+store is down, dead letters, alarms, and a restart that changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import orjson
+import pytest
+
+from alarms.journal import AlarmJournal
+from detectors.batch import ReadingBatch
+from detectors.limits import LimitDetector
+from detectors.sensor_table import SensorTable
+from ingest.checkpoint import CheckpointFile
+from ingest.errors import StoreUnavailable
+from ingest.metrics import IngestMetrics
+from ingest.mqtt_source import InboundMessage
+from ingest.pipeline import Pipeline, PipelineConfig, restore_alarm_state
+from ingest.spool import Spool
+from ingest.sqlite_store import SQLiteStore
+from ingest.writer import StoreWriter
+from tests.plants import small_plant
+
+PLANT = small_plant()
+TABLE = SensorTable.from_config(PLANT)
+
+
+class MemorySource:
+    """A source seam: messages fed by the test, acks and publishes recorded."""
+
+    def __init__(self) -> None:
+        self.topics = ["plant/#"]
+        self.queue: asyncio.Queue[InboundMessage] = asyncio.Queue()
+        self.acked: list[int] = []
+        self.published: list[tuple[str, bytes]] = []
+        self._mid = 0
+
+    @property
+    def pending(self) -> int:
+        return self.queue.qsize()
+
+    def feed(self, topic: str, doc: object) -> int:
+        self._mid += 1
+        payload = doc if isinstance(doc, bytes) else orjson.dumps(doc)
+        self.queue.put_nowait(InboundMessage(topic, payload, 1, self._mid, 1,
+                                             int(time.time() * 1000)))
+        return self._mid
+
+    async def receive(self, max_messages: int = 10_000, timeout_s: float | None = None):
+        try:
+            first = await asyncio.wait_for(self.queue.get(), timeout_s)
+        except TimeoutError:
+            return []
+        out = [first]
+        while not self.queue.empty() and len(out) < max_messages:
+            out.append(self.queue.get_nowait())
+        return out
+
+    def ack(self, messages: list[InboundMessage]) -> int:
+        self.acked += [m.mid for m in messages]
+        return len(messages)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.published.append((topic, payload))
+
+
+class SwitchableStore(SQLiteStore):
+    """The real SQLite store with a switch that makes it unreachable."""
+
+    down = False
+    writes = 0
+
+    async def write(self, batch: ReadingBatch) -> None:
+        if self.down:
+            raise StoreUnavailable("switched off by the test")
+        self.writes += 1
+        await super().write(batch)
+
+
+class Rig:
+    def __init__(self, tmp_path, store: SwitchableStore | None = None) -> None:
+        self.tmp = tmp_path
+        self.source = MemorySource()
+        self.store = store or SwitchableStore(tmp_path / "db.sqlite3", TABLE)
+        self.metrics = IngestMetrics()
+        self.spool = Spool(tmp_path / "spool.bin")
+        self.journal = AlarmJournal(tmp_path / "alarms.jsonl")
+        self.checkpoint = CheckpointFile(tmp_path / "det.npz")
+        self.detector = LimitDetector(TABLE)
+        self.board = restore_alarm_state(TABLE, self.detector, self.journal, self.checkpoint)
+        self.writer = StoreWriter(self.store, self.spool, self.metrics, backoff_initial_s=0.05,
+                                  backoff_max_s=0.2)
+        self.announced: list[str] = []
+        self.pipeline = Pipeline(
+            table=TABLE, source=self.source, writer=self.writer, detector=self.detector,
+            board=self.board, journal=self.journal, checkpoint=self.checkpoint,
+            metrics=self.metrics, config=PipelineConfig(flush_interval_s=0.02),
+            on_alarm_events=lambda evs: self.announced.extend(
+                f"{e.alarm_id}:{e.action}" for e in evs),
+        )
+
+    @contextlib.asynccontextmanager
+    async def running(self):
+        await self.store.start()
+        tasks = [asyncio.create_task(self.writer.run()), asyncio.create_task(self.pipeline.run())]
+        try:
+            yield self
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await self.store.close()
+            self.spool.close()
+
+
+async def until(cond, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def gateway(ts: int, **values: float) -> dict[str, object]:
+    return {"ts": ts, "readings": [{"sensor": k.replace("_", "-"), "value": v}
+                                   for k, v in values.items()]}
+
+
+NOW = int(time.time() * 1000)
+
+
+async def test_readings_stored_then_acked_and_alarm_raised_and_cleared(tmp_path) -> None:
+    rig = Rig(tmp_path)
+    async with rig.running():
+        mids = [rig.source.feed("plant/s1/gw", gateway(NOW + i, LEL_1=v, PT_1=500.0))
+                for i, v in enumerate([1.0, 30.0, 55.0, 20.0, 2.0])]
+        await until(lambda: sorted(rig.source.acked) == mids)
+        assert await rig.store.count_readings() == 10
+        assert rig.announced == ["LEL-1:h:raise", "LEL-1:hh:raise", "LEL-1:hh:clear",
+                                 "LEL-1:h:clear"]
+        assert rig.board.active() == []
+        assert [e.action for e in rig.journal.load()] == ["raise", "raise", "clear", "clear"]
+
+
+async def test_bad_input_is_dead_lettered_and_loop_survives(tmp_path) -> None:
+    rig = Rig(tmp_path)
+    async with rig.running():
+        rig.source.feed("plant/s1/gw", b"{garbage")
+        rig.source.feed("plant/s1/gw", gateway(NOW, LEL_1=1.0, NOPE=2.0))
+        rig.source.feed("plant/s1/lp", b"lel,sensor=LEL-1 value=1 1")
+        rig.source.feed("elsewhere/retained", b"not ours")  # amqtt-style foreign retained
+        mid = rig.source.feed("plant/s1/gw", gateway(NOW + 1, LEL_1=2.0))
+        await until(lambda: mid in rig.source.acked)
+        await until(lambda: len(rig.source.acked) == 5)
+        letters = [orjson.loads(p) for t, p in rig.source.published]
+        assert [x["reason"] for x in letters] == [
+            "malformed_json", "unknown_sensor", "unsupported_format"]
+        assert letters[1]["reading"] == {"sensor": "NOPE", "value": 2.0}
+        assert await rig.store.count_readings() == 2
+        samples = {(s.name, tuple(s.labels.items())): s.value
+                   for m in rig.metrics.registry.collect() for s in m.samples}
+        rejected = ("plantwatch_readings_rejected_total", (("reason", "unknown_sensor"),))
+        assert samples[rejected] == 1
+        malformed = ("plantwatch_messages_rejected_total", (("reason", "malformed_json"),))
+        assert samples[malformed] == 1
+        assert samples[("plantwatch_dead_letters_total", ())] == 3
+
+
+async def test_store_down_spools_acks_and_drains_in_order(tmp_path) -> None:
+    rig = Rig(tmp_path)
+    rig.store.down = True
+    async with rig.running():
+        mids = [rig.source.feed("plant/s1/gw", gateway(NOW + i, LEL_1=float(i % 3)))
+                for i in range(20)]
+        await until(lambda: sorted(rig.source.acked) == mids)  # durable in the spool
+        assert rig.spool.readings == 20
+        assert rig.writer.store_up is False
+        # alarms keep running while the store is down
+        rig.source.feed("plant/s1/gw", gateway(NOW + 100, LEL_1=60.0))
+        await until(lambda: "LEL-1:hh:raise" in rig.announced)
+        rig.store.down = False
+        await until(lambda: rig.spool.empty and rig.writer.store_up, timeout_s=10)
+        await until(lambda: rig.spool.readings == 0)
+        assert await rig.store.count_readings() == 21
+
+
+async def test_restart_resumes_without_reraising(tmp_path) -> None:
+    rig = Rig(tmp_path)
+    async with rig.running():
+        mid = rig.source.feed("plant/s1/gw", gateway(NOW, LEL_1=60.0, O2_1=18.0))
+        await until(lambda: mid in rig.source.acked)
+    before = rig.board.snapshot()
+    assert {a.alarm_id for a in rig.board.active()} == {"LEL-1:h", "LEL-1:hh", "O2-1:l"}
+
+    again = Rig(tmp_path)
+    assert again.board.snapshot() == before
+    async with again.running():
+        # the same readings redelivered, and a further high reading: nothing new
+        mids = [again.source.feed("plant/s1/gw", gateway(NOW, LEL_1=60.0, O2_1=18.0)),
+                again.source.feed("plant/s1/gw", gateway(NOW + 1, LEL_1=58.0, O2_1=18.5))]
+        await until(lambda: sorted(again.source.acked) == mids)
+        assert again.announced == []
+        mid = again.source.feed("plant/s1/gw", gateway(NOW + 2, LEL_1=1.0, O2_1=20.9))
+        await until(lambda: mid in again.source.acked)
+    assert sorted(again.announced) == ["LEL-1:h:clear", "LEL-1:hh:clear", "O2-1:l:clear"]
+
+
+async def test_journal_ahead_of_checkpoint_is_cut_back(tmp_path) -> None:
+    """A crash between journaling and checkpointing: the events are produced again
+    from the redelivered readings, and the board matches the detector."""
+    rig = Rig(tmp_path)
+    async with rig.running():
+        mid = rig.source.feed("plant/s1/gw", gateway(NOW, LEL_1=1.0))
+        await until(lambda: mid in rig.source.acked)
+    saved = (tmp_path / "det.npz").read_bytes()
+    rig2 = Rig(tmp_path)
+    async with rig2.running():
+        mid = rig2.source.feed("plant/s1/gw", gateway(NOW + 1, LEL_1=30.0))
+        await until(lambda: mid in rig2.source.acked)
+    (tmp_path / "det.npz").write_bytes(saved)  # as if the crash hit before the checkpoint
+    rig3 = Rig(tmp_path)
+    assert rig3.board.active() == []
+    async with rig3.running():
+        mid = rig3.source.feed("plant/s1/gw", gateway(NOW + 1, LEL_1=30.0))
+        await until(lambda: mid in rig3.source.acked)
+    assert rig3.announced == ["LEL-1:h:raise"]
+
+
+@pytest.mark.parametrize("n_messages", [1, 250])
+async def test_every_accepted_reading_reaches_the_store(tmp_path, n_messages) -> None:
+    rig = Rig(tmp_path)
+    async with rig.running():
+        for i in range(n_messages):
+            rig.source.feed("plant/s1/gw", {"ts": NOW + i, "readings": [
+                {"sensor": s, "value": 1.0} for s in TABLE.ids]})
+        await until(lambda: len(rig.source.acked) == n_messages, timeout_s=20)
+    store = SQLiteStore(tmp_path / "db.sqlite3", TABLE)
+    await store.start()
+    assert await store.count_readings() == n_messages * len(TABLE)
+    await store.close()
