@@ -14,7 +14,9 @@ from detectors.sensor_table import SensorTable
 __all__ = ["LIMIT_OF_LEVEL", "events_from_transitions"]
 
 # (side, level) -> limit name
-LIMIT_OF_LEVEL: dict[tuple[int, int], str] = {(1, 1): "h", (1, 2): "hh", (-1, 1): "l", (-1, 2): "ll"}
+LIMIT_OF_LEVEL: dict[tuple[int, int], str] = {
+    (1, 1): "h", (1, 2): "hh", (-1, 1): "l", (-1, 2): "ll",
+}
 
 
 def events_from_transitions(

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["QUALITY_BAD", "QUALITY_GOOD", "QUALITY_STALE", "QUALITY_UNCERTAIN", "ReadingBatch"]
+__all__ = [
+    "QUALITY_BAD",
+    "QUALITY_GOOD",
+    "QUALITY_STALE",
+    "QUALITY_UNCERTAIN",
+    "BatchBuilder",
+    "ReadingBatch",
+]
 
 QUALITY_GOOD = 0
 QUALITY_UNCERTAIN = 1
@@ -91,3 +98,34 @@ class ReadingBatch:
         return ReadingBatch(
             self.sensor[index], self.ts[index], self.value[index], self.quality[index]
         )
+
+
+class BatchBuilder:
+    """Readings appended as plain Python values, turned into one batch at the end.
+
+    Decoders append here message by message; building NumPy arrays once per
+    flush instead of once per message is what keeps single-reading messages
+    cheap (``benchmarks/ingest_throughput.py``, the 1/msg row).
+    """
+
+    __slots__ = ("quality", "sensor", "ts", "value")
+
+    def __init__(self) -> None:
+        self.sensor: list[int] = []
+        self.ts: list[int] = []
+        self.value: list[float] = []
+        self.quality: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.sensor)
+
+    def build(self) -> ReadingBatch:
+        """The readings so far as a batch; the builder is left empty."""
+        batch = ReadingBatch(
+            np.array(self.sensor, np.int32),
+            np.array(self.ts, np.int64),
+            np.array(self.value, np.float64),
+            np.array(self.quality, np.uint8),
+        )
+        self.sensor, self.ts, self.value, self.quality = [], [], [], []
+        return batch

@@ -39,12 +39,12 @@ class CheckpointFile:
     def save(self, state: dict[str, npt.NDArray[Any]], sensor_ids: list[str],
              journal_offset: int) -> None:
         buf = io.BytesIO()
-        np.savez(
-            buf,
-            __sensor_ids__=np.array(sensor_ids, dtype=np.str_),
-            __journal_offset__=np.array(journal_offset, dtype=np.int64),
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "__sensor_ids__": np.array(sensor_ids, dtype=np.str_),
+            "__journal_offset__": np.array(journal_offset, dtype=np.int64),
             **state,
-        )
+        }
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
         with open(tmp, "wb") as fh:
             fh.write(buf.getvalue())

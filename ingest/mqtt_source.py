@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -175,7 +176,7 @@ class MqttSource:
                     self._room.wait(0.5)
         self._inbox.append(
             InboundMessage(
-                msg.topic, msg.payload, msg.qos, msg.mid, self.generation,
+                msg.topic, bytes(msg.payload), msg.qos, msg.mid, self.generation,
                 int(time.time() * 1000),
             )
         )
@@ -233,10 +234,8 @@ class MqttSource:
             # Re-check after raising the flag: paho may have appended in between.
             if not self._inbox:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout_s)
-                except TimeoutError:
-                    pass
             self._consumer_waiting = False
         out: list[InboundMessage] = []
         popleft = self._inbox.popleft

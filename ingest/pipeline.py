@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
@@ -27,11 +27,11 @@ from alarms.board import AlarmBoard
 from alarms.events import AlarmEvent
 from alarms.journal import AlarmJournal
 from alarms.limit_alarms import events_from_transitions
-from detectors.batch import ReadingBatch
+from detectors.batch import BatchBuilder
 from detectors.limits import LimitDetector
 from detectors.sensor_table import SensorTable
 from ingest.checkpoint import CheckpointFile, remap_state
-from ingest.decode_json import DecodeLimits, DecodeResult, Rejection, decode_gateway_json
+from ingest.decode_json import DecodeLimits, Rejection, decode_gateway_json_into
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_source import InboundMessage
 from ingest.writer import StoreWriter, WriteJob
@@ -63,7 +63,7 @@ class PipelineConfig:
     flush_max_readings: int = 50_000
     flush_interval_s: float = 0.1
     deadletter_topic: str = "plantwatch/deadletter"
-    decode_limits: DecodeLimits = DecodeLimits()
+    decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
 
 
 def restore_alarm_state(
@@ -110,7 +110,7 @@ class Pipeline:
         journal: AlarmJournal,
         checkpoint: CheckpointFile,
         metrics: IngestMetrics,
-        config: PipelineConfig = PipelineConfig(),  # noqa: B008 - frozen
+        config: PipelineConfig = PipelineConfig(),
         on_alarm_events: Callable[[list[AlarmEvent]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -125,9 +125,9 @@ class Pipeline:
         self.config = config
         self.on_alarm_events = on_alarm_events
         self.clock = clock
-        self._batches: list[ReadingBatch] = []
+        self._builder = BatchBuilder()
         self._messages: list[InboundMessage] = []
-        self._pending_readings = 0
+        self._topic_ours: dict[str, bool] = {}
         self._first_pending_at = 0.0
         self.flushes = 0
 
@@ -148,7 +148,7 @@ class Pipeline:
                 self.handle(messages)
             self.metrics.source_queue_depth.set(self.source.pending)
             if self._messages and (
-                self._pending_readings >= cfg.flush_max_readings
+                len(self._builder) >= cfg.flush_max_readings
                 or time.monotonic() >= self._first_pending_at + cfg.flush_interval_s
             ):
                 await self.flush()
@@ -160,33 +160,35 @@ class Pipeline:
         now_ms = int(self.clock() * 1000)
         index = self.table.index
         limits = self.config.decode_limits
+        out = self._builder
+        before = len(out)
         self.metrics.messages_received.inc(len(messages))
+        self._messages.extend(messages)
         for msg in messages:
-            self._messages.append(msg)
-            if not any(topic_matches_sub(sub, msg.topic) for sub in self.source.topics):
+            if not self._is_ours(msg.topic):
                 # Some brokers (amqtt) hand new clients retained messages of topics
                 # they never subscribed to; they are not ours to judge.
                 continue
-            result = self._decode(msg, index, now_ms, limits)
-            if result.rejections:
-                self._dead_letter(msg, result.rejections)
-            if len(result.batch):
-                self._batches.append(result.batch)
-                self._pending_readings += len(result.batch)
-                self.metrics.readings_received.inc(len(result.batch))
-        self.metrics.pending_readings.set(self._pending_readings)
+            if msg.topic.endswith("/lp"):
+                rejections = [Rejection(
+                    "unsupported_format",
+                    "InfluxDB line protocol on plant/<site>/lp is not decoded yet (issue 5); "
+                    "publish the JSON gateway format",
+                )]
+            else:
+                rejections = decode_gateway_json_into(msg.payload, index, now_ms, limits, out)
+            if rejections:
+                self._dead_letter(msg, rejections)
+        self.metrics.readings_received.inc(len(out) - before)
+        self.metrics.pending_readings.set(len(out))
 
-    def _decode(
-        self, msg: InboundMessage, index: dict[str, int], now_ms: int, limits: DecodeLimits
-    ) -> DecodeResult:
-        if msg.topic.endswith("/lp"):
-            return DecodeResult(
-                ReadingBatch.empty(),
-                [Rejection("unsupported_format",
-                           "InfluxDB line protocol on plant/<site>/lp is not decoded yet "
-                           "(issue 5); publish the JSON gateway format")],
-            )
-        return decode_gateway_json(msg.payload, index, now_ms, limits)
+    def _is_ours(self, topic: str) -> bool:
+        ours = self._topic_ours.get(topic)
+        if ours is None:
+            ours = any(topic_matches_sub(sub, topic) for sub in self.source.topics)
+            if len(self._topic_ours) < 100_000:
+                self._topic_ours[topic] = ours
+        return ours
 
     def _dead_letter(self, msg: InboundMessage, rejections: list[Rejection]) -> None:
         for rej in rejections:
@@ -206,9 +208,9 @@ class Pipeline:
 
     async def flush(self) -> None:
         """Detect, journal, checkpoint, announce, and hand the batch to the writer."""
-        batch = ReadingBatch.concat(self._batches)
+        batch = self._builder.build()
         messages = self._messages
-        self._batches, self._messages, self._pending_readings = [], [], 0
+        self._messages = []
         self.metrics.pending_readings.set(0)
         self.flushes += 1
 

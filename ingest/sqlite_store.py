@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite write failed: {exc}", store="sqlite") from exc
 
-    def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn().execute(sql, params).fetchall()
 
@@ -157,8 +158,7 @@ class SQLiteStore:
                     "AND ts < ? ORDER BY ts LIMIT ?",
                     (sid, int(start_ms), int(end_ms), int(limit)),
                 )
-                return [SeriesPoint(int(t), float(v), int(q))  # type: ignore[arg-type]
-                        for t, v, q in rows]
+                return [SeriesPoint(int(t), float(v), int(q)) for t, v, q in rows]
             rows = await asyncio.to_thread(
                 self._query,
                 "SELECT (ts / ?) * ? AS bucket, avg(value), min(value), max(value), count(*) "
@@ -169,7 +169,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite query failed: {exc}", store="sqlite") from exc
         return [
-            SeriesPoint(int(b), float(m), None, float(lo), float(hi), int(n))  # type: ignore[arg-type]
+            SeriesPoint(int(b), float(m), None, float(lo), float(hi), int(n))
             for b, m, lo, hi, n in rows
         ]
 
@@ -179,7 +179,7 @@ class SQLiteStore:
         rows = await asyncio.to_thread(
             self._query, "SELECT count(*) FROM readings WHERE ts >= ? AND ts < ?", (lo, hi)
         )
-        return int(rows[0][0])  # type: ignore[call-overload]
+        return int(rows[0][0])
 
     async def ping(self) -> bool:
         return self._db is not None

@@ -14,6 +14,7 @@ converted to ppm at 20 °C; an ``oxygen_pct`` sensor gets 19.5/23.5 %VOL.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,7 +119,7 @@ class Limits(_Model):
     def _ordered(self) -> Limits:
         chain = [(n, getattr(self, n)) for n in ("ll", "l", "h", "hh")]
         present = [(n, v) for n, v in chain if v is not None]
-        for (n1, v1), (n2, v2) in zip(present, present[1:], strict=False):
+        for (n1, v1), (n2, v2) in itertools.pairwise(present):
             if not v1 < v2:
                 raise ValueError(f"limit {n1}={v1} must be below {n2}={v2}")
         for n, v in present:

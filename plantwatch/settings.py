@@ -25,8 +25,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["ApiSettings", "IngestSettings", "InfluxSettings", "MqttSettings", "Settings",
-           "load_settings"]
+__all__ = [
+    "ApiSettings",
+    "InfluxSettings",
+    "IngestSettings",
+    "MqttSettings",
+    "Settings",
+    "load_settings",
+]
 
 
 class MqttSettings(BaseModel):
@@ -58,7 +64,7 @@ class SQLiteSettings(BaseModel):
 class IngestSettings(BaseModel):
     flush_max_readings: int = Field(50_000, ge=1)
     flush_interval_s: float = Field(0.1, gt=0)
-    write_concurrency: int = Field(2, ge=1, le=16)
+    write_concurrency: int = Field(4, ge=1, le=16)
     max_payload_bytes: int = Field(1_048_576, ge=1024)
     max_readings_per_message: int = Field(100_000, ge=1)
     max_future_skew_s: float = Field(300.0, ge=0)

@@ -87,7 +87,14 @@ class MqttPublisher:
         *,
         client_id: str | None = None,
         connect_timeout_s: float = 10.0,
+        max_outstanding: int = 20_000,
     ) -> None:
+        if not 1 <= max_outstanding < 65_535:
+            raise ValueError(
+                f"max_outstanding={max_outstanding} must be 1..65534: MQTT message ids "
+                "are 16-bit, so more unacknowledged messages would reuse ids"
+            )
+        self.max_outstanding = max_outstanding
         self.broker_url = broker_url
         self.host, self.port = parse_broker_url(broker_url)
         self.client_id = client_id or f"plantwatch-sim-{uuid.uuid4().hex[:12]}"
@@ -185,6 +192,11 @@ class MqttPublisher:
         PublishError
             If paho refuses the message (an invalid topic, or its queue is full).
         """
+        # Flow control: wait while max_outstanding messages await their PUBACK,
+        # so a fast publisher neither exhausts paho's queue nor reuses a mid.
+        with self._cond:
+            while self.published_messages - self.acked_messages >= self.max_outstanding:
+                self._cond.wait(1.0)
         try:
             info = self._client.publish(topic, payload, qos=1)
         except ValueError as exc:

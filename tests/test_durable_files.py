@@ -97,7 +97,7 @@ def test_journal_truncate_to_checkpoint_offset(tmp_path) -> None:
 def test_journal_corrupt_middle_names_the_file(tmp_path) -> None:
     journal = AlarmJournal(tmp_path / "alarms.jsonl")
     journal.path.write_bytes(b"{bad}\n")
-    with pytest.raises(ValueError, match="alarms.jsonl"):
+    with pytest.raises(ValueError, match=r"alarms\.jsonl"):
         journal.load()
 
 
@@ -107,7 +107,8 @@ def test_checkpoint_round_trip_and_remap(tmp_path) -> None:
     state = {"level": np.array([1, 2, 0], np.int8), "last_ts": np.array([5, 6, 7], np.int64)}
     cp.save(state, ["a", "b", "c"], 123)
     loaded = cp.load()
-    assert loaded is not None and loaded.journal_offset == 123 and loaded.sensor_ids == ["a", "b", "c"]
+    assert loaded is not None and loaded.journal_offset == 123
+    assert loaded.sensor_ids == ["a", "b", "c"]
     fresh = {"level": np.zeros(3, np.int8), "last_ts": np.full(3, -1, np.int64)}
     remapped = remap_state(loaded.state, loaded.sensor_ids, fresh, ["c", "x", "a"])
     assert remapped["level"].tolist() == [0, 0, 1]

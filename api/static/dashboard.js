@@ -1,0 +1,363 @@
+// plantwatch dashboard: plain JS, no build step, no network beyond this server.
+// Every value from the server goes into the page as text (textContent), never as HTML.
+"use strict";
+
+const API = "/api/v1";
+const SEVERITY = { hh: 2, ll: 2, h: 1, l: 1 };
+const RISKS = ["red", "orange", "yellow", "blue"];
+const CHART_WINDOW = "-15m";
+const CHART_REFRESH_MS = 10000;
+
+const state = {
+  plant: null,
+  sensors: new Map(), // sensor id -> {sensor, site, workshop, area}
+  alarms: new Map(), // alarm_id -> alarm row
+  fresh: new Set(), // alarm ids raised since the page loaded, for a brief flash
+  selected: null,
+  chartTimer: null,
+};
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null) continue;
+    if (key === "class") node.className = value;
+    else if (key === "onclick") node.addEventListener("click", value);
+    else if (key === "style") node.setAttribute("style", value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const areaKey = (site, workshop, area) => `${site}/${workshop}/${area}`;
+
+function fmtNumber(value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  const abs = Math.abs(value);
+  if (abs !== 0 && (abs < 0.01 || abs >= 1e6)) return value.toExponential(2);
+  return Number(value.toFixed(abs < 10 ? 2 : 1)).toString();
+}
+
+function fmtTime(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour12: false });
+}
+
+function fmtAge(ms) {
+  let s = Math.max(0, Math.floor((Date.now() - ms) / 1000));
+  const d = Math.floor(s / 86400); s -= d * 86400;
+  const h = Math.floor(s / 3600); s -= h * 3600;
+  const m = Math.floor(s / 60); s -= m * 60;
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  if (m) return `${m}m ${s}s`;
+  return `${s}s`;
+}
+
+// ---- alarms ---------------------------------------------------------------
+
+function alarmFromBoard(a) {
+  return {
+    alarm_id: a.alarm_id, sensor: a.sensor, limit: a.limit, value: a.raised_value,
+    setpoint: a.setpoint, priority: a.priority, post: a.post, team: a.team, site: a.site,
+    workshop: a.workshop, area: a.area, unit: a.unit, since: a.raised_ts,
+  };
+}
+
+function applyAlarmEvent(e) {
+  if (e.action === "raise") {
+    state.alarms.set(e.alarm_id, {
+      alarm_id: e.alarm_id, sensor: e.sensor, limit: e.limit, value: e.value,
+      setpoint: e.setpoint, priority: e.priority, post: e.post, team: e.team, site: e.site,
+      workshop: e.workshop, area: e.area, unit: e.unit,
+      since: state.alarms.get(e.alarm_id)?.since ?? e.ts,
+    });
+    state.fresh.add(e.alarm_id);
+    setTimeout(() => state.fresh.delete(e.alarm_id), 2500);
+  } else if (e.action === "clear") {
+    state.alarms.delete(e.alarm_id);
+  }
+}
+
+function sortedAlarms() {
+  return [...state.alarms.values()].sort(
+    (a, b) => (SEVERITY[b.limit] ?? 0) - (SEVERITY[a.limit] ?? 0) || a.since - b.since,
+  );
+}
+
+function renderAlarms() {
+  const rows = document.getElementById("alarm-rows");
+  const alarms = sortedAlarms();
+  rows.replaceChildren(
+    ...alarms.map((a) => {
+      const sev = SEVERITY[a.limit] ?? 1;
+      const tr = el(
+        "tr",
+        {
+          class: `sev-${sev}${state.fresh.has(a.alarm_id) ? " fresh" : ""}`,
+          title: `${a.alarm_id} · raised ${new Date(a.since).toLocaleString()}`,
+          onclick: () => selectSensor(a.sensor),
+        },
+        el("td", {}, a.sensor),
+        el("td", { class: "limit" }, a.limit),
+        el("td", { class: "num" }, `${fmtNumber(a.value)} ${a.unit}`),
+        el("td", { class: "num" }, fmtNumber(a.setpoint)),
+        el("td", {}, a.priority),
+        el("td", {}, a.post),
+        el("td", {}, a.area),
+        el("td", { "data-since": a.since }, fmtAge(a.since)),
+      );
+      return tr;
+    }),
+  );
+  document.getElementById("no-alarms").hidden = alarms.length > 0;
+  const count = document.getElementById("alarm-count");
+  count.textContent = `${alarms.length} active`;
+  count.classList.toggle("hot", alarms.some((a) => (SEVERITY[a.limit] ?? 0) >= 1));
+  renderAreaStates();
+}
+
+// ---- plant ----------------------------------------------------------------
+
+function renderPlant() {
+  const root = document.getElementById("areas");
+  const plant = state.plant;
+  document.getElementById("enterprise").textContent = plant.enterprise.name || plant.enterprise.id;
+  const blocks = [];
+  for (const site of plant.sites) {
+    for (const ws of site.workshops) {
+      blocks.push(el("h3", {}, `${site.name || site.id} · ${ws.name || ws.id}`));
+      const tiles = ws.areas.map((area) => {
+        const risk = RISKS.includes(area.risk) ? area.risk : "blue";
+        return el(
+          "div",
+          {
+            class: "area",
+            "data-area": areaKey(site.id, ws.id, area.id),
+            style: `--risk: var(--risk-${risk})`,
+          },
+          el("span", { class: `chip badge risk-${risk}`, title: "Inherent risk colour" }, risk),
+          el("div", { class: "name" }, area.name || area.id),
+          el("div", { class: "who" }, `post ${area.post} · team ${area.team}`),
+          el(
+            "ul",
+            { class: "sensors" },
+            ...area.sensors.map((s) =>
+              el(
+                "li",
+                {},
+                el(
+                  "button",
+                  {
+                    type: "button",
+                    "data-sensor": s.id,
+                    title: s.description || s.kind,
+                    onclick: () => selectSensor(s.id),
+                  },
+                  s.id,
+                ),
+              ),
+            ),
+          ),
+        );
+      });
+      blocks.push(el("div", { class: "areas" }, ...tiles));
+    }
+  }
+  root.replaceChildren(...blocks);
+  renderAreaStates();
+}
+
+function renderAreaStates() {
+  const areaSev = new Map();
+  const sensorSev = new Map();
+  for (const a of state.alarms.values()) {
+    const sev = SEVERITY[a.limit] ?? 1;
+    const key = areaKey(a.site, a.workshop, a.area);
+    areaSev.set(key, Math.max(areaSev.get(key) ?? 0, sev));
+    sensorSev.set(a.sensor, Math.max(sensorSev.get(a.sensor) ?? 0, sev));
+  }
+  for (const tile of document.querySelectorAll(".area")) {
+    const sev = areaSev.get(tile.dataset.area) ?? 0;
+    tile.classList.toggle("state-1", sev === 1);
+    tile.classList.toggle("state-2", sev === 2);
+  }
+  for (const button of document.querySelectorAll(".sensors button")) {
+    const sev = sensorSev.get(button.dataset.sensor) ?? 0;
+    button.classList.toggle("s-1", sev === 1);
+    button.classList.toggle("s-2", sev === 2);
+  }
+}
+
+// ---- sensor view ----------------------------------------------------------
+
+function selectSensor(id) {
+  state.selected = id;
+  history.replaceState(null, "", `#sensor=${encodeURIComponent(id)}`);
+  document.getElementById("sensor").hidden = false;
+  clearInterval(state.chartTimer);
+  state.chartTimer = setInterval(loadChart, CHART_REFRESH_MS);
+  loadChart();
+}
+
+function closeSensor() {
+  state.selected = null;
+  history.replaceState(null, "", location.pathname);
+  clearInterval(state.chartTimer);
+  document.getElementById("sensor").hidden = true;
+}
+
+async function loadChart() {
+  const id = state.selected;
+  if (id === null) return;
+  const place = state.sensors.get(id);
+  const s = place?.sensor;
+  document.getElementById("sensor-title").textContent = `Sensor ${id}`;
+  document.getElementById("sensor-info").textContent = s
+    ? `${s.kind}${s.gas ? " " + s.gas : ""} · ${place.area} · range ${s.range[0]}–${s.range[1]} ` +
+      `${s.unit} · priority ${s.priority}${s.description ? " · " + s.description : ""}`
+    : "";
+  const note = document.getElementById("chart-note");
+  try {
+    const url = `${API}/sensors/${encodeURIComponent(id)}/readings?start=${CHART_WINDOW}&limit=5000`;
+    const response = await fetch(url);
+    const body = await response.json();
+    if (state.selected !== id) return;
+    if (!response.ok) {
+      note.textContent = `Readings unavailable: ${typeof body.detail === "string" ? body.detail : response.status}`;
+      document.getElementById("chart").replaceChildren();
+      return;
+    }
+    drawChart(body, s);
+    const last = body.points.at(-1);
+    note.textContent = last
+      ? `${body.points.length} readings in the last 15 min; last ${fmtNumber(last.value)} ${body.unit} at ${fmtTime(last.ts)}`
+      : "No readings in the last 15 minutes.";
+  } catch (err) {
+    note.textContent = `Readings unavailable: ${err}`;
+  }
+}
+
+function drawChart(data, sensor) {
+  const NS = "http://www.w3.org/2000/svg";
+  const W = 600, H = 190, L = 44, R = 34, T = 10, B = 22;
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `Readings of ${data.sensor}`);
+  const add = (tag, attrs, text) => {
+    const node = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    svg.append(node);
+    return node;
+  };
+  const limits = sensor ? Object.entries(sensor.limits).filter(([, v]) => v !== null) : [];
+  const values = data.points.map((p) => p.value).filter((v) => v !== null && Number.isFinite(v));
+  let lo = Math.min(...values, ...limits.map(([, v]) => v));
+  let hi = Math.max(...values, ...limits.map(([, v]) => v));
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) {
+    [lo, hi] = sensor ? sensor.range : [0, 1];
+  }
+  if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
+  const pad = (hi - lo) * 0.08;
+  lo -= pad; hi += pad;
+  if (sensor) { lo = Math.max(lo, sensor.range[0]); hi = Math.min(hi, sensor.range[1]); }
+  const x = (ts) => L + ((ts - data.start) / (data.end - data.start)) * (W - L - R);
+  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
+
+  add("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B });
+  add("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B });
+  add("text", { x: L - 4, y: T + 10, "text-anchor": "end" }, fmtNumber(hi));
+  add("text", { x: L + 4, y: T + 10 }, data.unit);
+  add("text", { x: L - 4, y: H - B, "text-anchor": "end" }, fmtNumber(lo));
+  add("text", { x: L, y: H - 6 }, fmtTime(data.start));
+  add("text", { x: W - R, y: H - 6, "text-anchor": "end" }, fmtTime(data.end));
+  for (const [name, value] of limits) {
+    if (value < lo || value > hi) continue;
+    const sev = SEVERITY[name] ?? 1;
+    add("line", { class: `lim lim-${sev}`, x1: L, y1: y(value), x2: W - R, y2: y(value) });
+    add("text", { x: W - R + 3, y: y(value) + 4 }, name.toUpperCase());
+  }
+  let d = "";
+  let pen = false;
+  for (const p of data.points) {
+    if (p.value === null || !Number.isFinite(p.value)) { pen = false; continue; }
+    const v = Math.min(hi, Math.max(lo, p.value));
+    d += `${pen ? "L" : "M"}${x(p.ts).toFixed(1)},${y(v).toFixed(1)}`;
+    pen = true;
+  }
+  if (d) add("path", { class: "line", d });
+  const last = data.points.filter((p) => p.value !== null).at(-1);
+  if (last) add("circle", { cx: x(last.ts), cy: y(Math.min(hi, Math.max(lo, last.value))), r: 3 });
+  document.getElementById("chart").replaceChildren(svg);
+}
+
+// ---- live stream ----------------------------------------------------------
+
+function setLink(up, text) {
+  const link = document.getElementById("link");
+  link.textContent = text;
+  link.classList.toggle("up", up);
+  link.classList.toggle("down", !up);
+}
+
+function connect() {
+  const source = new EventSource(`${API}/alarms/stream`);
+  source.addEventListener("open", () => setLink(true, "live"));
+  source.addEventListener("error", () => setLink(false, "reconnecting…"));
+  source.addEventListener("snapshot", (msg) => {
+    const snapshot = JSON.parse(msg.data);
+    state.alarms = new Map(snapshot.alarms.map((a) => [a.alarm_id, alarmFromBoard(a)]));
+    setLink(true, "live");
+    renderAlarms();
+  });
+  source.addEventListener("alarm", (msg) => {
+    applyAlarmEvent(JSON.parse(msg.data));
+    renderAlarms();
+    if (state.selected !== null) loadChart();
+  });
+  // The server dropped us for being too slow; the stream ends and EventSource
+  // reconnects by itself, starting again from a fresh snapshot.
+  source.addEventListener("overflow", () => setLink(false, "resyncing…"));
+}
+
+async function start() {
+  document.getElementById("sensor-close").addEventListener("click", closeSensor);
+  setInterval(() => {
+    document.getElementById("clock").textContent = fmtTime(Date.now());
+    for (const cell of document.querySelectorAll("td[data-since]")) {
+      cell.textContent = fmtAge(Number(cell.dataset.since));
+    }
+  }, 1000);
+  try {
+    const response = await fetch(`${API}/sensors`);
+    state.plant = await response.json();
+    for (const site of state.plant.sites) {
+      for (const ws of site.workshops) {
+        for (const area of ws.areas) {
+          for (const sensor of area.sensors) {
+            state.sensors.set(sensor.id, { sensor, site: site.id, workshop: ws.id, area: area.id });
+          }
+        }
+      }
+    }
+    renderPlant();
+  } catch (err) {
+    document.getElementById("areas").replaceChildren(el("p", { class: "muted" }, `Cannot load the plant: ${err}`));
+  }
+  const linked = /^#sensor=(.+)$/.exec(location.hash);
+  if (linked) {
+    try {
+      selectSensor(decodeURIComponent(linked[1]));
+    } catch {
+      // a mangled link: just show the dashboard
+    }
+  }
+  connect();
+}
+
+start();

@@ -1,0 +1,282 @@
+"""Ingest throughput: plantwatch end to end beside the ceilings of its parts.
+
+Measured in one run, on servers this script starts on loopback ports:
+
+(a) the raw ceiling of a bare paho subscriber on the same Mosquitto
+    (QoS 1, persistent session, automatic acks, no processing);
+(b) the InfluxDB write ceiling with prebuilt line protocol (50k-line batches,
+    1 and 4 connections);
+(c) plantwatch end to end — ``python -m plantwatch run`` as its own process:
+    MQTT → decode/validate → detect → journal/checkpoint → InfluxDB → PUBACK —
+    with 100-reading gateway messages and with 1-reading messages, zero loss
+    checked by an InfluxQL count.
+
+Method for (a) and (c): the messages are queued in Mosquitto for the
+subscriber's persistent session *before* it connects, so the figure is the
+subscriber's own drain rate, not the publisher's speed. The rate is taken
+between the first and the last stored reading. CPU is the service process's
+user+system time over the drain; RSS its peak (VmHWM).
+
+Usage: ``python benchmarks/ingest_throughput.py [--batched N] [--single N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from plantwatch.config import load_plant  # noqa: E402
+from plantwatch.localservers import InfluxD, Mosquitto, free_port  # noqa: E402
+from simulators import MqttPublisher, PlantSimulator  # noqa: E402
+
+PLANT_FILE = ROOT / "config" / "plant.yaml"
+PLANT = load_plant(PLANT_FILE)
+PLACES = PLANT.places()
+IDS = [p.sensor.id for p in PLACES]
+KINDS = sorted({p.sensor.kind for p in PLACES})
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def make_messages(n_readings: int, per_message: int, base_ms: int) -> list[tuple[str, bytes]]:
+    """Gateway messages with unique (sensor, ts) pairs and in-limit values."""
+    safe = PlantSimulator(PLANT, np.random.default_rng(0), base_ms).normal_values_at(base_ms)
+    m = len(IDS)
+    out = []
+    for start in range(0, n_readings, per_message):
+        g = range(start, min(start + per_message, n_readings))
+        readings = [{"sensor": IDS[i % m], "value": float(safe[i % m]), "ts": base_ms + i // m}
+                    for i in g]
+        out.append(("plant/nanhai/bench", orjson.dumps({"readings": readings})))
+    return out
+
+
+def publish_all(url: str, messages: list[tuple[str, bytes]], per_message: int) -> float:
+    t0 = time.perf_counter()
+    with MqttPublisher(url, client_id=f"bench-pub-{time.time_ns()}") as pub:
+        for topic, payload in messages:
+            pub.publish(topic, payload, per_message)
+        assert pub.wait_all_acked(600), "broker did not ack every benchmark message"
+    return time.perf_counter() - t0
+
+
+def create_session(url: str, client_id: str, topic: str) -> None:
+    """Connect once with clean_session=False and subscribe, so the broker queues."""
+    host, port = url.removeprefix("mqtt://").split(":")
+    done = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    c.on_subscribe = lambda *a: done.set()
+    c.on_connect = lambda client, *a: client.subscribe(topic, qos=1)
+    c.connect(host, int(port))
+    c.loop_start()
+    assert done.wait(10)
+    c.disconnect()
+    c.loop_stop()
+
+
+def bare_subscriber(url: str, n_messages: int, client_id: str) -> float:
+    """(a) drain rate of a bare paho subscriber, messages/s."""
+    host, port = url.removeprefix("mqtt://").split(":")
+    count = 0
+    first = last = 0.0
+    done = threading.Event()
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        nonlocal count, first, last
+        if count == 0:
+            first = time.perf_counter()
+        count += 1
+        last = time.perf_counter()
+        if count >= n_messages:
+            done.set()
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    c.on_message = on_message
+    c.connect(host, int(port))
+    c.loop_start()
+    assert done.wait(600), f"bare subscriber got {count}/{n_messages}"
+    c.disconnect()
+    c.loop_stop()
+    return (n_messages - 1) / (last - first)
+
+
+def influx_ceiling(url: str, n_points: int, connections: int) -> float:
+    """(b) points/s of prebuilt line protocol, 50k-line batches."""
+    db = f"ceiling{connections}"
+    httpx.post(f"{url}/query", params={"q": f'CREATE DATABASE "{db}"'}).raise_for_status()
+    base = int(time.time() * 1000) - 86_400_000
+    batch = 50_000
+    bodies = []
+    for start in range(0, n_points, batch):
+        lines = [f"pressure_kpa,site=s,workshop=w,area=a,sensor=S{i % 1000} "
+                 f"value={i * 0.001!r},quality=0i {base + i // 1000}\n"
+                 for i in range(start, min(start + batch, n_points))]
+        bodies.append("".join(lines).encode())
+    work = list(enumerate(bodies))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(timeout=60) as client:
+            while True:
+                with lock:
+                    if not work:
+                        return
+                    _, body = work.pop()
+                r = client.post(f"{url}/write", params={"db": db, "precision": "ms"},
+                                content=body)
+                r.raise_for_status()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return n_points / (time.perf_counter() - t0)
+
+
+def influx_count(url: str, db: str) -> int:
+    q = "SELECT count(value) FROM " + ",".join(f'"{k}"' for k in KINDS)
+    r = httpx.post(f"{url}/query", params={"db": db, "q": q}, timeout=60)
+    r.raise_for_status()
+    total = 0
+    for result in r.json()["results"]:
+        for series in result.get("series", []):
+            total += sum(row[1] for row in series["values"])
+    return total
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_hwm_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def plantwatch_end_to_end(mosq: Mosquitto, influx: InfluxD, workdir: Path, label: str,
+                          n_readings: int, per_message: int) -> dict[str, float]:
+    """(c) plantwatch's drain rate, readings/s, with zero-loss check."""
+    db = f"bench_{label}"
+    client_id = f"pw-bench-{label}"
+    env = {
+        **os.environ,
+        "PLANTWATCH_PLANT": str(PLANT_FILE),
+        "PLANTWATCH_STORE": "influxdb",
+        "PLANTWATCH_STATE_DIR": str(workdir / label),
+        "PLANTWATCH_MQTT__URL": mosq.url,
+        "PLANTWATCH_MQTT__CLIENT_ID": client_id,
+        "PLANTWATCH_INFLUXDB__URL": influx.url,
+        "PLANTWATCH_INFLUXDB__DATABASE": db,
+        "PLANTWATCH_API__PORT": str(free_port()),
+    }
+    create_session(mosq.url, client_id, "plant/#")
+    base = int(time.time() * 1000) - 86_400_000
+    messages = make_messages(n_readings, per_message, base)
+    pub_s = publish_all(mosq.url, messages, per_message)
+    log = open(workdir / f"{label}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "plantwatch", "run"], env=env, cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT)
+    metrics_url = f"http://127.0.0.1:{env['PLANTWATCH_API__PORT']}/metrics"
+    try:
+        # Timing from the service's own stored-readings counter (an InfluxQL
+        # count over millions of points would load the server being measured);
+        # loss is checked with InfluxQL once at the end.
+        deadline = time.monotonic() + 120
+        while (stored := _stored(metrics_url)) == 0:
+            assert proc.poll() is None, "service exited; see " + log.name
+            assert time.monotonic() < deadline, "nothing stored in 120 s"
+            time.sleep(0.01)
+        t0, stored0, cpu0 = time.perf_counter(), stored, proc_cpu_s(proc.pid)
+        deadline = time.monotonic() + 900
+        while stored < n_readings and time.monotonic() < deadline:
+            time.sleep(0.02)
+            stored = _stored(metrics_url)
+        t1, cpu1 = time.perf_counter(), proc_cpu_s(proc.pid)
+        hwm = proc_hwm_mib(proc.pid)
+        in_influx = influx_count(influx.url, db)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+    rate = (stored - stored0) / (t1 - t0)
+    return {"rate": rate, "loss": n_readings - in_influx,
+            "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+            "rss_mib": hwm, "publish_rate": n_readings / pub_s, "stored": in_influx}
+
+
+def _stored(metrics_url: str) -> int:
+    try:
+        text = httpx.get(metrics_url, timeout=10).text
+    except httpx.HTTPError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("plantwatch_readings_stored_total "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batched", type=int, default=3_000_000, help="readings, 100 per message")
+    ap.add_argument("--single", type=int, default=200_000, help="readings, 1 per message")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:
+        work = Path(tmp)
+        with Mosquitto.start(work / "mosquitto", persistence=False) as mosq, \
+                InfluxD.start(work / "influxdb") as influx:
+            print(f"mosquitto {mosq.url}  influxdb {influx.url}  cores {os.cpu_count()}")
+            rows = []
+            for label, n, per in (("batched", args.batched, 100), ("single", args.single, 1)):
+                n_msgs = n // per
+                sub_id = f"bare-{label}"
+                create_session(mosq.url, sub_id, "plant/#")
+                publish_all(mosq.url, make_messages(n, per, int(time.time() * 1000)), per)
+                bare_msgs = bare_subscriber(mosq.url, n_msgs, sub_id)
+                # drop the bare session so it stops queueing the next runs' messages
+                c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=sub_id,
+                                clean_session=True)
+                c.connect(mosq.host, mosq.port)
+                c.disconnect()
+                e2e = plantwatch_end_to_end(mosq, influx, work, label, n, per)
+                rows.append((label, per, n, bare_msgs * per, e2e))
+            ceiling1 = influx_ceiling(influx.url, 2_000_000, 1)
+            ceiling4 = influx_ceiling(influx.url, 2_000_000, 4)
+
+    print()
+    print(f"(b) InfluxDB ceiling, prebuilt line protocol, 50k batches: "
+          f"{ceiling1:,.0f} points/s (1 connection), {ceiling4:,.0f} points/s (4 connections)")
+    print()
+    hdr = (f"{'messages':<9} {'readings':>10} {'(a) bare sub':>14} {'(c) plantwatch':>15} "
+           f"{'loss':>5} {'CPU %':>6} {'RSS MiB':>8} {'c/a':>6} {'c/b':>6}")
+    print(hdr)
+    print("-" * len(hdr))
+    best_b = max(ceiling1, ceiling4)
+    for _label, per, n, bare, e2e in rows:
+        print(f"{per:>3}/msg   {n:>10,} {bare:>14,.0f} {e2e['rate']:>15,.0f} "
+              f"{e2e['loss']:>5,.0f} {e2e['cpu_pct']:>6.0f} {e2e['rss_mib']:>8.0f} "
+              f"{e2e['rate'] / bare:>6.2f} {e2e['rate'] / best_b:>6.2f}")
+    print("\nreadings/s; (a) and (c) drain the same queued messages from Mosquitto; "
+          "targets: ≥250,000/s batched, ≥10,000/s single, zero loss.")
+
+
+if __name__ == "__main__":
+    main()

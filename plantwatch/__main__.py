@@ -1,0 +1,5 @@
+"""``python -m plantwatch`` runs the CLI."""
+
+from plantwatch.cli import app
+
+app()

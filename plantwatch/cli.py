@@ -1,0 +1,205 @@
+"""The ``plantwatch`` command line: run, demo, simulate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from plantwatch.config import ConfigError, PlantConfig, load_plant
+from plantwatch.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="plantwatch: watches a plant's safety sensors and warns before an incident.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("amqtt", "transitions", "httpx", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load_plant_or_exit(path: Path) -> PlantConfig:
+    try:
+        return load_plant(path)
+    except ConfigError as exc:
+        console.print(f"[red]invalid plant config[/red]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+async def _serve(settings: Settings, plant: PlantConfig, on_ready: object = None) -> None:
+    from plantwatch.service import Service
+
+    service = Service(settings, plant)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, service.stop)
+    service.bind_api()
+    runner = asyncio.create_task(service.run(), name="service")
+    ready = asyncio.create_task(service.ready.wait())
+    await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.done() and callable(on_ready):
+        on_ready(service)
+    else:
+        ready.cancel()
+    await runner
+
+
+@app.command()
+def run(
+    settings_file: Annotated[
+        Path | None, typer.Option("--settings", help="TOML settings file")
+    ] = None,
+    plant: Annotated[
+        Path | None, typer.Option(help="plant config (default config/plant.yaml)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the service against the real broker and store named in settings."""
+    _setup_logging(verbose)
+    overrides: dict[str, object] = {}
+    if plant is not None:
+        overrides["plant"] = plant
+    settings = load_settings(settings_file, **overrides)
+    plant_config = _load_plant_or_exit(settings.plant)
+    asyncio.run(_serve(settings, plant_config))
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="API and dashboard port")] = 8000,
+    plant: Annotated[Path, typer.Option(help="plant config")] = Path("config/plant.yaml"),
+    leak: Annotated[
+        str | None, typer.Option(help="AREA@SECONDS; default: a gas area, 60 s in")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="readings per sensor per second")] = 1.0,
+    state_dir: Annotated[Path, typer.Option(help="demo state (wiped at start)")] = Path(
+        "var/demo"
+    ),
+    embedded_broker: Annotated[
+        bool, typer.Option(help="use amqtt even when mosquitto is installed")
+    ] = False,
+    seed: int = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Everything on embedded defaults: broker, SQLite store, simulated plant, API."""
+    from plantwatch.demo_broker import start_demo_broker
+    from simulators import LeakSpec, parse_leak, run_simulation
+
+    _setup_logging(verbose)
+    plant_config = _load_plant_or_exit(plant)
+    if leak is None:
+        gas_area = next(
+            p.area for p in plant_config.places() if p.sensor.kind == "combustible_lel"
+        )
+        leak_spec: LeakSpec = parse_leak(f"{gas_area}@60")
+    else:
+        leak_spec = parse_leak(leak)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    state_dir.mkdir(parents=True)
+    broker = start_demo_broker(state_dir, prefer_mosquitto=not embedded_broker)
+    settings = load_settings(
+        plant=plant,
+        store="sqlite",
+        state_dir=state_dir,
+        mqtt={"url": broker.url, "client_id": "plantwatch-demo"},
+        sqlite={"path": state_dir / "plantwatch.sqlite3"},
+        api={"host": "127.0.0.1", "port": port},
+    )
+    stop = threading.Event()
+
+    def simulate() -> None:
+        try:
+            run_simulation(plant_config, broker.url, rate_hz=rate, duration_s=7 * 86_400,
+                           seed=seed, leaks=[leak_spec], stop_event=stop)
+        except Exception:
+            logging.getLogger("plantwatch.demo").exception("simulator stopped")
+
+    def announce(service: object) -> None:
+        base = f"http://127.0.0.1:{port}"
+        console.print(
+            "\n[bold green]plantwatch demo is running[/bold green]\n"
+            f"  dashboard      {base}/\n"
+            f"  API docs       {base}/docs\n"
+            f"  active alarms  {base}/api/v1/alarms\n"
+            f"  alarm stream   {base}/api/v1/alarms/stream\n"
+            f"  metrics        {base}/metrics\n"
+            f"  MQTT broker    {broker.url}  (dead letters on plantwatch/deadletter)\n"
+            f"  simulated leak in area [bold]{leak_spec.area}[/bold] "
+            f"{leak_spec.at_s:.0f} s after start\n"
+            "Press Ctrl-C to stop.\n"
+        )
+        threading.Thread(target=simulate, name="simulator", daemon=True).start()
+
+    try:
+        asyncio.run(_serve(settings, plant_config, announce))
+    finally:
+        stop.set()
+        broker.stop()
+
+
+@app.command()
+def simulate(
+    config: Annotated[Path, typer.Option(help="plant config")] = Path("config/plant.yaml"),
+    broker: Annotated[str, typer.Option(help="mqtt://HOST:PORT")] = "mqtt://127.0.0.1:1883",
+    rate: Annotated[float, typer.Option(help="readings per sensor per second")] = 1.0,
+    duration: Annotated[float, typer.Option(help="seconds of plant time")] = 600.0,
+    seed: int = 0,
+    leak: Annotated[
+        list[str] | None, typer.Option(help="AREA@SECONDS; repeat for several")
+    ] = None,
+    fast: Annotated[
+        bool, typer.Option(help="publish as fast as the broker acknowledges")
+    ] = False,
+) -> None:
+    """Publish simulated gateway messages for every sensor of the plant."""
+    from simulators import SimulatorError, parse_leak, run_simulation
+
+    plant_config = _load_plant_or_exit(config)
+    try:
+        leaks = [parse_leak(text) for text in (leak or [])]
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    with Progress(
+        TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+        TimeRemainingColumn(), console=console,
+    ) as progress:
+        task = progress.add_task("sim", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        try:
+            report = run_simulation(
+                plant_config, broker, rate_hz=rate, duration_s=duration, seed=seed,
+                leaks=leaks, realtime=not fast, on_progress=on_progress,
+            )
+        except (SimulatorError, ValueError) as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+    console.print(
+        f"published {report.readings_published} readings in {report.messages_published} "
+        f"messages; broker acknowledged {report.acked_readings}"
+    )
+    if report.acked_readings != report.readings_published:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

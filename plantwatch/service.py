@@ -1,0 +1,232 @@
+"""The composition root: builds every part from settings and runs them together.
+
+One process, one asyncio loop: the MQTT source (paho's thread bridged in),
+the pipeline, the store writer and the API server run as named tasks in one
+``asyncio.TaskGroup``; if any of them fails, the others are cancelled and the
+error surfaces. ``stop()`` shuts down in order: stop taking messages, flush
+what is pending, wait (bounded) for the writer, stop the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from alarms.board import AlarmBoard
+from alarms.events import AlarmEvent
+from alarms.journal import AlarmJournal
+from api.app import ApiServices, create_app
+from api.hub import EventHub
+from detectors.limits import LimitDetector
+from detectors.sensor_table import SensorTable
+from ingest.checkpoint import CheckpointFile
+from ingest.decode_json import DecodeLimits
+from ingest.errors import StoreError
+from ingest.influx import InfluxStore
+from ingest.metrics import IngestMetrics
+from ingest.mqtt_source import MqttSource
+from ingest.pipeline import Pipeline, PipelineConfig, restore_alarm_state
+from ingest.spool import Spool
+from ingest.sqlite_store import SQLiteStore
+from ingest.store import ReadingStore
+from ingest.writer import StoreWriter
+from plantwatch.config import PlantConfig, load_plant
+from plantwatch.settings import Settings
+
+__all__ = ["Service"]
+
+log = logging.getLogger(__name__)
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn, minus its signal handling: the service owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Service:
+    """plantwatch as one running service."""
+
+    def __init__(self, settings: Settings, plant: PlantConfig | None = None) -> None:
+        self.settings = settings
+        self.plant = plant or load_plant(settings.plant)
+        self.table = SensorTable.from_config(self.plant)
+        self.metrics = IngestMetrics()
+        self.hub = EventHub(registry=self.metrics.registry)
+        state_dir = settings.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = self._make_store()
+        self.spool = Spool(state_dir / "spool.bin")
+        self.journal = AlarmJournal(state_dir / "alarms.jsonl")
+        self.checkpoint = CheckpointFile(state_dir / "detectors.npz")
+        self.detector = LimitDetector(self.table)
+        self.board: AlarmBoard = restore_alarm_state(
+            self.table, self.detector, self.journal, self.checkpoint
+        )
+        self.source = MqttSource(
+            settings.mqtt.url,
+            settings.mqtt.client_id,
+            settings.mqtt.topics,
+            max_pending=settings.mqtt.max_pending_messages,
+            connect_timeout_s=settings.mqtt.connect_timeout_s,
+        )
+        self.writer = StoreWriter(
+            self.store, self.spool, self.metrics, concurrency=settings.ingest.write_concurrency
+        )
+        ing = settings.ingest
+        self.pipeline = Pipeline(
+            table=self.table,
+            source=self.source,
+            writer=self.writer,
+            detector=self.detector,
+            board=self.board,
+            journal=self.journal,
+            checkpoint=self.checkpoint,
+            metrics=self.metrics,
+            config=PipelineConfig(
+                flush_max_readings=ing.flush_max_readings,
+                flush_interval_s=ing.flush_interval_s,
+                deadletter_topic=settings.mqtt.deadletter_topic,
+                decode_limits=DecodeLimits(
+                    max_payload_bytes=ing.max_payload_bytes,
+                    max_readings=ing.max_readings_per_message,
+                    max_future_skew_ms=int(ing.max_future_skew_s * 1000),
+                    max_age_ms=int(ing.max_age_days * 86_400_000),
+                ),
+            ),
+            on_alarm_events=self._announce,
+        )
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+        self._api_socket: socket.socket | None = None
+        self.api_port: int | None = None
+        self.ready = asyncio.Event()
+
+    def _make_store(self) -> ReadingStore:
+        s = self.settings
+        if s.store == "sqlite":
+            return SQLiteStore(s.sqlite.path, self.table, s.sqlite.retention_days)
+        ix = s.influxdb
+        return InfluxStore(
+            ix.url,
+            ix.database,
+            self.table,
+            retention=ix.retention,
+            username=ix.username,
+            password=ix.password,
+            token=ix.token,
+            create_database=ix.create_database,
+            timeout_s=ix.timeout_s,
+            max_connections=ix.max_connections,
+        )
+
+    def _announce(self, events: list[AlarmEvent]) -> None:
+        for event in events:
+            self.hub.publish("alarm", event.to_dict())
+
+    def health(self) -> dict[str, Any]:
+        connected = self.source.connected
+        store_up = self.writer.store_up
+        return {
+            "status": "ok" if connected and store_up else "degraded",
+            "mqtt_connected": connected,
+            "store": self.settings.store,
+            "store_up": store_up,
+            "spool_readings": self.spool.readings,
+            "writer_queue": self.writer.queued,
+            "source_pending": self.source.pending,
+            "active_alarms": len(self.board.active()),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+    def api_services(self) -> ApiServices:
+        return ApiServices(
+            plant=self.plant,
+            table=self.table,
+            store=self.store,
+            board=self.board,
+            hub=self.hub,
+            registry=self.metrics.registry,
+            health=self.health,
+        )
+
+    def bind_api(self) -> int:
+        """Bind the API socket now, so the port is known before ``run`` (port 0 = free)."""
+        if self._api_socket is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.settings.api.host, self.settings.api.port))
+            except OSError as exc:
+                sock.close()
+                raise OSError(
+                    f"cannot listen on {self.settings.api.host}:{self.settings.api.port} "
+                    f"({exc.strerror}); choose another port with --port or PLANTWATCH_API__PORT"
+                ) from exc
+            sock.listen(128)
+            sock.setblocking(False)
+            self._api_socket = sock
+            self.api_port = sock.getsockname()[1]
+        assert self.api_port is not None
+        return self.api_port
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _start_store(self) -> None:
+        """Connect the store; while it is unreachable, readings go to the spool."""
+        delay = 0.5
+        while True:
+            try:
+                await self.store.start()
+                return
+            except StoreError as exc:
+                log.warning("store not reachable at start-up (%s); spooling meanwhile", exc)
+                self.writer.store_up = False
+                self.metrics.store_up.set(0)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def run(self) -> None:
+        self.bind_api()
+        assert self._api_socket is not None
+        config = uvicorn.Config(
+            create_app(self.api_services()), log_level="warning", lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+        server = _ApiServer(config)
+        try:
+            async with self.source, asyncio.TaskGroup() as tg:
+                tg.create_task(self._start_store(), name="store-start")
+                writer = tg.create_task(self.writer.run(), name="store-writer")
+                pipeline = tg.create_task(self.pipeline.run(), name="pipeline")
+                api = tg.create_task(server.serve(sockets=[self._api_socket]), name="api")
+                while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
+                    await asyncio.sleep(0.01)
+                self.ready.set()
+                log.info("plantwatch running: API on http://%s:%d", self.settings.api.host,
+                         self.api_port)
+                await self._stop.wait()
+                pipeline.cancel()
+                if self.pipeline.pending_messages:
+                    await self.pipeline.flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.writer.join(), 10)
+                self.hub.close()
+                server.should_exit = True
+                await api
+                writer.cancel()
+        finally:
+            await self.store.close()
+            self.spool.close()
+            if self._api_socket is not None:
+                self._api_socket.close()

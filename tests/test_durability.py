@@ -1,0 +1,190 @@
+"""kill -9 mid-stream loses nothing the broker accepted, and changes no alarm.
+
+The service runs as a real subprocess (``python -m plantwatch run``) against the
+real Mosquitto and InfluxDB; it is SIGKILLed while a publisher is streaming and
+restarted while the publisher keeps going (the broker queues for the service's
+persistent session).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from plantwatch.config import load_plant
+from plantwatch.localservers import free_port
+from simulators import LeakSpec, MqttPublisher, PlantSimulator, run_simulation
+from simulators.gateway_json import encode_gateway_message, gateway_topic
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANT_FILE = ROOT / "config" / "plant.yaml"
+PLANT = load_plant(PLANT_FILE)
+LEAK_AREA = "tf-group-a"
+_ids = itertools.count(1)
+
+pytestmark = pytest.mark.servers
+
+
+class ServiceProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.port = int(env["PLANTWATCH_API__PORT"])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "plantwatch", "run"], env=self.env, cwd=ROOT,
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"service exited:\n{self.log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"service not healthy in 30 s:\n{self.log.read_text()[-3000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def get(self, path: str, **params: Any) -> Any:
+        r = httpx.get(f"{self.url}{path}", params=params, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def influx_count(url: str, db: str) -> int:
+    kinds = sorted({p.sensor.kind for p in PLANT.places()})
+    q = "SELECT count(value) FROM " + ",".join(f'"{k}"' for k in kinds)
+    r = httpx.post(f"{url}/query", params={"db": db, "q": q}, timeout=30)
+    r.raise_for_status()
+    total = 0
+    for result in r.json()["results"]:
+        for series in result.get("series", []):
+            total += sum(row[1] for row in series["values"])
+    return total
+
+
+def wait_for(cond: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def stream_normal_readings(broker_url: str, start_ms: int, seconds: float,
+                           stop: threading.Event, result: dict[str, int]) -> None:
+    """Readings of every sensor outside the leak area, in-limit, unique timestamps."""
+    places = [p for p in PLANT.places() if p.area != LEAK_AREA]
+    sim = PlantSimulator(PLANT, np.random.default_rng(11), start_ms)
+    by_gateway: dict[tuple[str, str], list[int]] = {}
+    for p in places:
+        by_gateway.setdefault((p.site, p.gateway), []).append(p.index)
+    ids = [p.sensor.id for p in PLANT.places()]
+    ts = start_ms
+    deadline = time.monotonic() + seconds
+    with MqttPublisher(broker_url, client_id="durability-publisher") as pub:
+        while time.monotonic() < deadline and not stop.is_set():
+            values = sim.normal_values_at(ts)
+            for (site, gw), rows in by_gateway.items():
+                readings = [(ids[i], float(values[i])) for i in rows]
+                pub.publish(gateway_topic(site, gw), encode_gateway_message(gw, ts, readings),
+                            len(readings))
+            ts += 10  # 100 steps per second of event time, all distinct timestamps
+            time.sleep(0.005)
+        assert pub.wait_all_acked(60), "broker did not acknowledge every message"
+        result["published"] = pub.published_readings
+        result["acked"] = pub.acked_readings
+
+
+def test_sigkill_mid_stream_loses_nothing_and_keeps_alarms(
+    mosquitto: Any, influxdb: Any, tmp_path: Path
+) -> None:
+    n = next(_ids)
+    db = f"durability_{n}"
+    env = {
+        **os.environ,
+        "PLANTWATCH_PLANT": str(PLANT_FILE),
+        "PLANTWATCH_STORE": "influxdb",
+        "PLANTWATCH_STATE_DIR": str(tmp_path / "state"),
+        "PLANTWATCH_MQTT__URL": mosquitto.url,
+        "PLANTWATCH_MQTT__CLIENT_ID": f"pw-durability-{n}",
+        "PLANTWATCH_INFLUXDB__URL": influxdb.url,
+        "PLANTWATCH_INFLUXDB__DATABASE": db,
+        "PLANTWATCH_API__PORT": str(free_port()),
+    }
+    service = ServiceProcess(env, tmp_path / "service.log")
+    service.start()
+    try:
+        # Phase 1: a leak raises alarms that then stay active (the gas stays high).
+        start_ms = int(time.time() * 1000) - 3_600_000
+        first = run_simulation(PLANT, mosquitto.url, rate_hz=1.0, duration_s=150, seed=5,
+                               leaks=[LeakSpec(LEAK_AREA, at_s=10, duration_s=3600)],
+                               start_ms=start_ms, realtime=False)
+        assert first.acked_readings == first.readings_published
+        wait_for(lambda: influx_count(influxdb.url, db) == first.readings_published, 60,
+                 "phase-1 readings in InfluxDB")
+        before = service.get("/api/v1/alarms", state="all")
+        assert before and all(a["area"] == LEAK_AREA and a["state"] == "active" for a in before)
+
+        # Phase 2: stream in-limit readings; SIGKILL the service mid-stream; restart.
+        stop = threading.Event()
+        result: dict[str, int] = {}
+        publisher = threading.Thread(
+            target=stream_normal_readings,
+            args=(mosquitto.url, start_ms + 200_000, 8.0, stop, result),
+        )
+        publisher.start()
+        time.sleep(2.5)
+        service.kill9()
+        time.sleep(1.5)  # the publisher keeps going; the broker queues for the session
+        service.start()
+        publisher.join(120)
+        assert not publisher.is_alive()
+        assert result["acked"] == result["published"] > 5_000
+
+        expected = first.readings_published + result["published"]
+        wait_for(lambda: influx_count(influxdb.url, db) >= expected, 120,
+                 f"all {expected} acknowledged readings in InfluxDB")
+        assert influx_count(influxdb.url, db) == expected  # and nothing invented
+
+        after = service.get("/api/v1/alarms", state="all")
+        assert after == before, "alarm state changed across the kill"
+        journal = (tmp_path / "state" / "alarms.jsonl").read_text().splitlines()
+        assert len(journal) == len(before), "an alarm was journaled twice (re-annunciated)"
+    finally:
+        service.stop()
+    log = (tmp_path / "service.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
