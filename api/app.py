@@ -23,6 +23,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from alarms.board import AlarmBoard
@@ -130,7 +131,10 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 
 def create_app(services: ApiServices) -> FastAPI:
     """A FastAPI app serving ``services``."""
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI and ReDoc from its own package files:
+    # plant networks are often cut off from the internet, and FastAPI's default
+    # /docs page loads its JavaScript from a CDN (blank page offline).
+    app: FastAPI = FastAPIOffline(
         title="plantwatch",
         summary="Safety sensors, readings and alarms of a chemical plant.",
         version="1",

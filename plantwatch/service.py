@@ -182,19 +182,22 @@ class Service:
     def stop(self) -> None:
         self._stop.set()
 
+    async def _try_start_store(self) -> bool:
+        try:
+            await asyncio.wait_for(self.store.start(), 15)
+            return True
+        except (StoreError, TimeoutError) as exc:
+            log.warning("store not reachable at start-up (%s); spooling meanwhile", exc)
+            self.writer.store_up = False
+            self.metrics.store_up.set(0)
+            return False
+
     async def _start_store(self) -> None:
-        """Connect the store; while it is unreachable, readings go to the spool."""
+        """Keep trying to start the store; meanwhile readings go to the spool."""
         delay = 0.5
-        while True:
-            try:
-                await self.store.start()
-                return
-            except StoreError as exc:
-                log.warning("store not reachable at start-up (%s); spooling meanwhile", exc)
-                self.writer.store_up = False
-                self.metrics.store_up.set(0)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        while not await self._try_start_store():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     async def run(self) -> None:
         self.bind_api()
@@ -206,7 +209,8 @@ class Service:
         server = _ApiServer(config)
         try:
             async with self.source, asyncio.TaskGroup() as tg:
-                tg.create_task(self._start_store(), name="store-start")
+                if not await self._try_start_store():
+                    tg.create_task(self._start_store(), name="store-start")
                 writer = tg.create_task(self.writer.run(), name="store-writer")
                 pipeline = tg.create_task(self.pipeline.run(), name="pipeline")
                 api = tg.create_task(server.serve(sockets=[self._api_socket]), name="api")

@@ -1009,3 +1009,18 @@ def test_exported_members() -> None:
         for name in vars(api)
         if not name.startswith("_") and name not in {"app", "hub", "models", "sse", "timeparse"}
     )
+
+
+async def test_docs_page_works_offline(app: FastAPI) -> None:
+    """/docs must not depend on a CDN: every script and stylesheet it loads is ours."""
+    import re
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as client:
+        page = (await client.get("/docs")).text
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page)
+        assert assets, page[:500]
+        for url in assets:
+            assert not url.startswith(("http://", "https://", "//")), url
+            r = await client.get(url)
+            assert r.status_code == 200 and len(r.content) > 1000, url

@@ -202,3 +202,73 @@ async def test_leak_alarm_is_active_while_gas_is_high(mosquitto: Any, influxdb: 
 async def _has_hh(alarms_coro: Any) -> bool:
     alarms = await alarms_coro
     return any(a["limit"] == "hh" for a in alarms)
+
+
+async def test_bad_input_through_the_real_broker(mosquitto: Any, influxdb: Any,
+                                                 tmp_path: Path) -> None:
+    """Malformed JSON, unknown sensors, NaN/inf, far-future timestamps, oversized
+    payloads and mixed messages: good readings stored, each bad one dead-lettered."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from simulators import MqttPublisher
+
+    n = next(_ids)
+    settings = {
+        "store": "influxdb", "state_dir": tmp_path / "state",
+        "mqtt": {"url": mosquitto.url, "client_id": f"pw-e2e-{n}"},
+        "influxdb": {"url": influxdb.url, "database": f"e2e_{n}"},
+        "ingest": {"max_payload_bytes": 4096},
+    }
+    letters: list[dict[str, Any]] = []
+    subscribed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dl-{n}")
+    sub.on_connect = lambda c, *a: c.subscribe("plantwatch/deadletter", qos=1)
+    sub.on_subscribe = lambda *a: loop.call_soon_threadsafe(subscribed.set)
+    sub.on_message = lambda c, u, m: letters.append(json.loads(m.payload))
+    sub.connect(mosquitto.host, mosquitto.port)
+    sub.loop_start()
+    try:
+        await asyncio.wait_for(subscribed.wait(), 10)
+        async with running_service(settings) as service:
+            now = int(time.time() * 1000)
+            lel, pt = "TF-A-LEL-01", "RX-PI-101"
+            good = [{"sensor": lel, "value": 1.5, "ts": now - 1000},
+                    {"sensor": pt, "value": 300.0, "ts": now - 1000},
+                    {"sensor": lel, "value": 2.5, "ts": now - 500}]
+            mixed = json.dumps({"ts": now, "readings": [
+                good[0],
+                {"sensor": "NO-SUCH-SENSOR", "value": 1.0},
+                {"sensor": lel, "value": float("nan")},
+                {"sensor": pt, "value": float("inf")},
+                {"sensor": lel, "value": 3.0, "ts": now + 86_400_000},
+                good[1],
+            ]}).encode()
+            messages = [
+                b"{this is not json",
+                mixed,
+                json.dumps({"ts": now, "readings": [{"sensor": lel, "value": 1.0}] * 300}).encode(),
+                json.dumps({"readings": [good[2]]}).encode(),
+            ]
+            with MqttPublisher(mosquitto.url, client_id=f"bad-pub-{n}") as pub:
+                for payload in messages:
+                    pub.publish("plant/nanhai/gw-test", payload, 0)
+                assert pub.wait_all_acked(10)
+            await until(lambda: _count_is(service, 3), 30, "the three good readings stored")
+            await until(lambda: len(letters) >= 6, 15, "six dead letters")
+            reasons = sorted(x["reason"] for x in letters)
+            assert reasons == sorted(["malformed_json", "unknown_sensor", "non_finite_value",
+                                      "non_finite_value", "timestamp_in_future",
+                                      "payload_too_large"])
+            assert all(x["topic"] == "plant/nanhai/gw-test" and x["detail"] for x in letters)
+            unknown = next(x for x in letters if x["reason"] == "unknown_sensor")
+            assert unknown["index"] == 1 and unknown["reading"]["sensor"] == "NO-SUCH-SENSOR"
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.api_port}") as api:
+                metrics = (await api.get("/metrics")).text
+                assert 'plantwatch_readings_rejected_total{reason="non_finite_value"} 2.0' in metrics
+                assert 'plantwatch_messages_rejected_total{reason="malformed_json"} 1.0' in metrics
+                assert (await api.get("/healthz")).json()["status"] == "ok"  # still running
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
