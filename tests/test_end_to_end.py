@@ -264,9 +264,11 @@ async def test_bad_input_through_the_real_broker(mosquitto: Any, influxdb: Any,
             assert all(x["topic"] == "plant/nanhai/gw-test" and x["detail"] for x in letters)
             unknown = next(x for x in letters if x["reason"] == "unknown_sensor")
             assert unknown["index"] == 1 and unknown["reading"]["sensor"] == "NO-SUCH-SENSOR"
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.api_port}") as api:
+            base = f"http://127.0.0.1:{service.api_port}"
+            async with httpx.AsyncClient(base_url=base) as api:
                 metrics = (await api.get("/metrics")).text
-                assert 'plantwatch_readings_rejected_total{reason="non_finite_value"} 2.0' in metrics
+                rejected = 'plantwatch_readings_rejected_total{reason="non_finite_value"} 2.0'
+                assert rejected in metrics
                 assert 'plantwatch_messages_rejected_total{reason="malformed_json"} 1.0' in metrics
                 assert (await api.get("/healthz")).json()["status"] == "ok"  # still running
     finally:
