@@ -1,68 +1,81 @@
-"""Two-level limit detection with deadband, vectorized over sensors.
+"""Limit alarms with deadband, on-delay and off-delay, vectorized over sensors.
 
-Each sensor has a high side (``h`` first level, ``hh`` second level) and a low
-side (``l``, ``ll``). The detector keeps, per sensor and side, the level that
-is currently active (0, 1 or 2) and moves it one reading at a time:
+Each sensor has up to four alarm points, ISA-18.2's ``ll``, ``l``, ``h`` and
+``hh`` (for gas: ``h``/``hh`` are the first and second level). Each point is
+decided from the readings in the ISA-18.2 order, in event time:
 
-* a level is **entered** when the value reaches its limit
-  (``value >= h`` / ``value <= l``);
-* an active level is **held** until the value falls back through the limit
-  less the deadband (``value < h - deadband`` / ``value > l + deadband``).
+1. **limit with deadband** — while the point is normal the *raise condition*
+   is the value at or beyond its limit (``value >= h``, ``value <= l``); while
+   it is active the *clear condition* is the value back inside by the deadband
+   (``value < h - deadband``, ``value > l + deadband``);
+2. **on-delay** — a normal point is raised at the first reading where the
+   raise condition has held continuously for ``on_delay`` (measured from the
+   first reading that met it; 0 raises at once);
+3. **off-delay** — an active point clears at the first reading where the
+   clear condition has held continuously for ``off_delay``.
 
-So ``new = max(entered(value), min(previous, held(value)))`` per side.
+A reading that breaks a condition's run restarts it. Delays are judged at
+readings: with no reading, nothing changes (the no-data detector covers
+silence).
 
-Readings are taken in event-time order per sensor. A reading whose timestamp is
-not newer than the sensor's last processed one (late or duplicate) is stored
-by ingest but does not move the detector: that is what keeps a redelivery
-after a crash, or an out-of-order gateway, from re-firing alarms.
+Readings are taken in event-time order per sensor. A reading whose timestamp
+is not newer than the sensor's last processed one (late or duplicate) is
+stored by ingest but does not move the detector: that is what keeps a
+redelivery after a crash, or an out-of-order gateway, from re-firing alarms.
 
-The score/decide split: :meth:`LimitDetector.scores` gives the signed
-distance past the nearest limit (a continuous score); :meth:`update` is the
-deciding step with deadband. On-delay and off-delay come with the detector
-suite (issue 3).
+Score/decide split: :meth:`LimitDetector.update` returns the continuous score
+(signed distance past the nearest first-level limit, in the sensor's unit);
+the alarm-point transitions it decided are in :attr:`LimitDetector.transitions`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from detectors.base import State
 from detectors.batch import ReadingBatch
-from detectors.sensor_table import SensorTable
+from detectors.sensor_table import LIMIT_NAMES, SensorTable
 
-__all__ = ["LimitDetector", "LimitTransitions", "order_by_sensor_time"]
+__all__ = ["POINTS", "LimitDetector", "LimitTransitions", "order_by_sensor_time"]
 
-_NO_TS = np.iinfo(np.int64).min
+NO_TS = np.iinfo(np.int64).min
+POINTS = LIMIT_NAMES  # ("ll", "l", "h", "hh"): column order of the point arrays
+_HIGH = np.array([False, False, True, True])
+_SEVERITY = np.array([2, 1, 1, 2])  # ll, l, h, hh
 
 
 @dataclass(frozen=True, slots=True)
 class LimitTransitions:
-    """Level changes found in one batch, one row per change, in processing order.
+    """Alarm points that changed state in one batch, in processing order.
 
     Attributes
     ----------
     sensor : int32 (k,)
     ts : int64 (k,)
-        Event time of the reading that changed the level, ms.
+        Event time of the reading that changed the point, ms.
     value : float64 (k,)
-    side : int8 (k,)
-        +1 high side (h/hh), -1 low side (l/ll).
-    old_level, new_level : int8 (k,)
-        0 normal, 1 first level, 2 second level.
+    point : int8 (k,)
+        Column in :data:`POINTS`: 0 ``ll``, 1 ``l``, 2 ``h``, 3 ``hh``.
+    active : bool (k,)
+        True: raised; False: cleared.
     """
 
     sensor: npt.NDArray[np.int32]
     ts: npt.NDArray[np.int64]
     value: npt.NDArray[np.float64]
-    side: npt.NDArray[np.int8]
-    old_level: npt.NDArray[np.int8]
-    new_level: npt.NDArray[np.int8]
+    point: npt.NDArray[np.int8]
+    active: npt.NDArray[np.bool_]
 
     def __len__(self) -> int:
         return len(self.sensor)
+
+    @classmethod
+    def empty(cls) -> LimitTransitions:
+        return cls(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.float64),
+                   np.empty(0, np.int8), np.empty(0, np.bool_))
 
 
 def order_by_sensor_time(
@@ -81,6 +94,8 @@ def order_by_sensor_time(
     by_sensor = np.lexsort((ts, sensor))
     s_sorted = sensor[by_sensor]
     starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    if len(starts) == n:  # one reading per sensor: a single round
+        return by_sensor.astype(np.intp), np.array([0, n], np.intp)
     run_len = np.diff(np.r_[starts, n])
     rank = np.arange(n) - np.repeat(starts, run_len)
     by_round = np.argsort(rank, kind="stable")
@@ -91,62 +106,61 @@ def order_by_sensor_time(
 
 
 class LimitDetector:
-    """Vectorized two-level high/low limit detector with deadband.
+    """Four alarm points per sensor (ll, l, h, hh) with deadband and delays.
 
     Parameters
     ----------
     table : SensorTable
-        Limits (NaN where absent) and deadbands per sensor.
+        Limits (NaN where absent), deadbands and on/off delays per sensor.
     """
+
+    name = "limits"
 
     def __init__(self, table: SensorTable) -> None:
         self.table = table
         m = len(table)
-        self.high_level = np.zeros(m, np.int8)
-        self.low_level = np.zeros(m, np.int8)
-        self.last_ts = np.full(m, _NO_TS, np.int64)
+        self._limit = np.stack([table.limit(n) for n in POINTS], axis=1)  # (m, 4)
+        self._deadband = np.where(_HIGH, -1.0, 1.0) * table.deadband[:, None]  # signed
+        self.active = np.zeros((m, 4), np.bool_)
+        self.since = np.full((m, 4), NO_TS, np.int64)
+        self.last_ts = np.full(m, NO_TS, np.int64)
+        self.transitions = LimitTransitions.empty()
 
     # -- state -------------------------------------------------------------
-    def get_state(self) -> dict[str, Any]:
+    def get_state(self) -> State:
         return {
-            "high_level": self.high_level.copy(),
-            "low_level": self.low_level.copy(),
+            "active": self.active.copy(),
+            "since": self.since.copy(),
             "last_ts": self.last_ts.copy(),
         }
 
-    def set_state(self, state: dict[str, Any]) -> None:
+    def set_state(self, state: State) -> None:
         m = len(self.table)
-        for name, dtype in (("high_level", np.int8), ("low_level", np.int8), ("last_ts", np.int64)):
+        for name, dtype, shape in (
+            ("active", np.bool_, (m, 4)), ("since", np.int64, (m, 4)), ("last_ts", np.int64, (m,))
+        ):
             arr = np.asarray(state[name], dtype=dtype)
-            if arr.shape != (m,):
+            if arr.shape != shape:
                 raise ValueError(
-                    f"LimitDetector state {name!r} has shape {arr.shape}, expected ({m},): "
+                    f"LimitDetector state {name!r} has shape {arr.shape}, expected {shape}: "
                     "the saved state belongs to a different sensor table; delete the "
                     "checkpoint to start fresh"
                 )
             setattr(self, name, arr.copy())
 
-    # -- scoring -----------------------------------------------------------
-    def scores(self, batch: ReadingBatch) -> npt.NDArray[np.float64]:
-        """Signed distance past the nearest first-level limit, in the sensor's unit.
+    # -- one batch ---------------------------------------------------------
+    def update(self, batch: ReadingBatch) -> npt.NDArray[np.float64]:
+        """Advance over a batch; return the score per row (NaN for late readings).
 
-        Positive when the reading is beyond ``h`` (above) or ``l`` (below),
-        negative when inside; NaN for a sensor with no first-level limit.
+        The alarm-point changes decided on the way are left in
+        :attr:`transitions`.
         """
-        s = batch.sensor
-        above = batch.value - self.table.h[s]
-        below = self.table.l[s] - batch.value
-        return np.fmax(above, below)
-
-    # -- deciding ----------------------------------------------------------
-    def update(self, batch: ReadingBatch) -> LimitTransitions:
-        """Advance the detector over a batch; return every level change."""
         t = self.table
+        scores = np.full(len(batch), np.nan)
         order, bounds = order_by_sensor_time(batch.sensor, batch.ts)
         out_rows: list[npt.NDArray[np.intp]] = []
-        out_side: list[npt.NDArray[np.int8]] = []
-        out_old: list[npt.NDArray[np.int8]] = []
-        out_new: list[npt.NDArray[np.int8]] = []
+        out_point: list[npt.NDArray[np.intp]] = []
+        out_active: list[npt.NDArray[np.bool_]] = []
         for k in range(len(bounds) - 1):
             rows = order[bounds[k] : bounds[k + 1]]
             s = batch.sensor[rows]
@@ -154,39 +168,45 @@ class LimitDetector:
             fresh = ts > self.last_ts[s]
             if not fresh.all():
                 rows, s, ts = rows[fresh], s[fresh], ts[fresh]
-            if len(rows) == 0:
-                continue
+                if len(rows) == 0:
+                    continue
             v = batch.value[rows]
-            db = t.deadband[s]
-            hi_in = (v >= t.h[s]).astype(np.int8) + (v >= t.hh[s]).astype(np.int8)
-            hi_hold = (v >= t.h[s] - db).astype(np.int8) + (v >= t.hh[s] - db).astype(np.int8)
-            lo_in = (v <= t.l[s]).astype(np.int8) + (v <= t.ll[s]).astype(np.int8)
-            lo_hold = (v <= t.l[s] + db).astype(np.int8) + (v <= t.ll[s] + db).astype(np.int8)
-            old_hi = self.high_level[s]
-            old_lo = self.low_level[s]
-            new_hi = np.maximum(hi_in, np.minimum(old_hi, hi_hold))
-            new_lo = np.maximum(lo_in, np.minimum(old_lo, lo_hold))
-            self.high_level[s] = new_hi
-            self.low_level[s] = new_lo
+            scores[rows] = np.fmax(v - t.h[s], t.l[s] - v)
+            vv = v[:, None]
+            lim = self._limit[s]
+            act = self.active[s]
+            beyond = np.where(_HIGH, vv >= lim, vv <= lim)
+            back_in = np.where(_HIGH, vv < lim + self._deadband[s], vv > lim + self._deadband[s])
+            cond = np.where(act, back_in, beyond)
+            since = self.since[s]
+            ts2 = ts[:, None]
+            since = np.where(cond, np.where(since == NO_TS, ts2, since), NO_TS)
+            delay = np.where(act, t.off_delay_ms[s, None], t.on_delay_ms[s, None])
+            flip = cond & (ts2 - since >= delay)
+            if flip.any():
+                act = act ^ flip
+                since[flip] = NO_TS
+                self.active[s] = act
+                r, p = np.nonzero(flip)
+                raised = act[r, p]
+                # Within one reading: raises by rising severity (h before hh),
+                # clears by falling severity (hh before h).
+                key = r * 16 + np.where(raised, _SEVERITY[p], 8 - _SEVERITY[p]) * 2 + _HIGH[p]
+                o = np.argsort(key, kind="stable")
+                out_rows.append(rows[r[o]])
+                out_point.append(p[o])
+                out_active.append(raised[o])
+            self.since[s] = since
             self.last_ts[s] = ts
-            for side, old, new in ((1, old_hi, new_hi), (-1, old_lo, new_lo)):
-                changed = np.flatnonzero(old != new)
-                if len(changed):
-                    out_rows.append(rows[changed])
-                    out_side.append(np.full(len(changed), side, np.int8))
-                    out_old.append(old[changed])
-                    out_new.append(new[changed])
-        if not out_rows:
-            return LimitTransitions(
-                np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.float64),
-                np.empty(0, np.int8), np.empty(0, np.int8), np.empty(0, np.int8),
+        if out_rows:
+            rows_all = np.concatenate(out_rows)
+            self.transitions = LimitTransitions(
+                sensor=batch.sensor[rows_all],
+                ts=batch.ts[rows_all],
+                value=batch.value[rows_all],
+                point=np.concatenate(out_point).astype(np.int8),
+                active=np.concatenate(out_active),
             )
-        rows_all = np.concatenate(out_rows)
-        return LimitTransitions(
-            sensor=batch.sensor[rows_all],
-            ts=batch.ts[rows_all],
-            value=batch.value[rows_all],
-            side=np.concatenate(out_side),
-            old_level=np.concatenate(out_old),
-            new_level=np.concatenate(out_new),
-        )
+        else:
+            self.transitions = LimitTransitions.empty()
+        return scores

@@ -33,6 +33,11 @@ class SensorTable:
         Hysteresis an alarm must fall back through before it clears.
     range_lo, range_hi : float64 arrays, shape (m,)
         Calibrated measuring range.
+    on_delay_ms, off_delay_ms : int64 arrays, shape (m,)
+        How long a limit condition must persist before the alarm is raised,
+        and how long the value must stay back inside before it clears.
+    trend_horizon_s : float64 array, shape (m,)
+        How far ahead a predicted limit crossing is worth a warning.
     """
 
     ids: list[str]
@@ -45,6 +50,9 @@ class SensorTable:
     deadband: npt.NDArray[np.float64]
     range_lo: npt.NDArray[np.float64]
     range_hi: npt.NDArray[np.float64]
+    on_delay_ms: npt.NDArray[np.int64]
+    off_delay_ms: npt.NDArray[np.int64]
+    trend_horizon_s: npt.NDArray[np.float64]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -68,6 +76,9 @@ class SensorTable:
             deadband=np.array([p.sensor.effective_deadband() for p in places], np.float64),
             range_lo=np.array([p.sensor.range[0] for p in places], np.float64),
             range_hi=np.array([p.sensor.range[1] for p in places], np.float64),
+            on_delay_ms=np.array([round(p.sensor.on_delay_s * 1000) for p in places], np.int64),
+            off_delay_ms=np.array([round(p.sensor.off_delay_s * 1000) for p in places], np.int64),
+            trend_horizon_s=np.array([p.sensor.trend_horizon_s for p in places], np.float64),
         )
 
     def limit(self, name: str) -> npt.NDArray[np.float64]:

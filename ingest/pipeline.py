@@ -28,7 +28,7 @@ from alarms.events import AlarmEvent
 from alarms.journal import AlarmJournal
 from alarms.limit_alarms import events_from_transitions
 from detectors.batch import BatchBuilder
-from detectors.limits import LimitDetector
+from detectors.limits import POINTS, LimitDetector
 from detectors.sensor_table import SensorTable
 from ingest.checkpoint import CheckpointFile, remap_state
 from ingest.decode_json import DecodeLimits, Rejection, decode_gateway_json_into
@@ -80,11 +80,8 @@ def restore_alarm_state(
         board = journal.rebuild()
         for alarm in board.active():
             row = table.index.get(alarm.sensor)
-            if row is None:
-                continue
-            level = 2 if alarm.limit in ("hh", "ll") else 1
-            side = detector.high_level if alarm.limit in ("h", "hh") else detector.low_level
-            side[row] = max(int(side[row]), level)
+            if row is not None and alarm.limit in POINTS:
+                detector.active[row, POINTS.index(alarm.limit)] = True
         return board
     cut = journal.truncate(saved.journal_offset)
     if cut:
@@ -216,7 +213,8 @@ class Pipeline:
 
         events: list[AlarmEvent] = []
         if len(batch):
-            transitions = self.detector.update(batch)
+            self.detector.update(batch)
+            transitions = self.detector.transitions
             if len(transitions):
                 events = [
                     e for e in events_from_transitions(self.table, transitions)

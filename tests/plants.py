@@ -31,7 +31,8 @@ def small_plant_data() -> dict[str, Any]:
                                      "range": [0, 100]},
                                     {"id": "O2-1", "kind": "oxygen_pct", "range": [0, 25]},
                                     {"id": "PT-1", "kind": "pressure_kpa", "range": [0, 1000],
-                                     "limits": {"ll": 50, "l": 100, "h": 800, "hh": 900}},
+                                     "limits": {"ll": 50, "l": 100, "h": 800, "hh": 900},
+                                     "on_delay_s": 0.005, "off_delay_s": 0.01},
                                 ],
                             }
                         ],

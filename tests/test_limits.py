@@ -1,7 +1,9 @@
-"""Contract tests of the limit detector: reference equality, chunk invariance, state."""
+"""Contract tests of the limit detector: reference equality, chunk invariance, state,
+and the ISA-18.2 order deadband → on-delay → off-delay."""
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import numpy as np
@@ -10,37 +12,48 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.batch import ReadingBatch
-from detectors.limits import LimitDetector, order_by_sensor_time
+from detectors.limits import POINTS, LimitDetector, order_by_sensor_time
 from detectors.sensor_table import SensorTable
-from tests.plants import small_plant
+from plantwatch.config import parse_plant
+from tests.plants import small_plant, small_plant_data
 
 TABLE = SensorTable.from_config(small_plant())
 M = len(TABLE)
+Change = tuple[int, int, int, bool]  # sensor, ts, point, active
 
 
-def reference(stream: list[tuple[int, int, float]]) -> list[tuple[int, int, int, int, int]]:
-    """Plain per-reading implementation: (sensor, ts, side, old, new) per change."""
-    hi = [0] * M
-    lo = [0] * M
-    last = [None] * M
-    out = []
+def reference(stream: list[tuple[int, int, float]], table: SensorTable = TABLE) -> list[Change]:
+    """Plain per-reading, per-point implementation of the documented rules."""
+    m = len(table)
+    active = [[False] * 4 for _ in range(m)]
+    since: list[list[int | None]] = [[None] * 4 for _ in range(m)]
+    last: list[int | None] = [None] * m
+    out: list[Change] = []
     for s, ts, v in sorted(stream, key=lambda r: (r[0], r[1])):
         if last[s] is not None and ts <= last[s]:
             continue
         last[s] = ts
-        db = TABLE.deadband[s]
-        h, hh, low, ll = TABLE.h[s], TABLE.hh[s], TABLE.l[s], TABLE.ll[s]
-        entered = (1 if v >= h else 0) + (1 if v >= hh else 0)
-        held = (1 if v >= h - db else 0) + (1 if v >= hh - db else 0)
-        new_hi = max(entered, min(hi[s], held))
-        entered = (1 if v <= low else 0) + (1 if v <= ll else 0)
-        held = (1 if v <= low + db else 0) + (1 if v <= ll + db else 0)
-        new_lo = max(entered, min(lo[s], held))
-        if new_hi != hi[s]:
-            out.append((s, ts, 1, hi[s], new_hi))
-        if new_lo != lo[s]:
-            out.append((s, ts, -1, lo[s], new_lo))
-        hi[s], lo[s] = new_hi, new_lo
+        for p, name in enumerate(POINTS):
+            lim = float(table.limit(name)[s])
+            if math.isnan(lim):
+                continue
+            high = name in ("h", "hh")
+            db = float(table.deadband[s])
+            if active[s][p]:
+                cond = v < lim - db if high else v > lim + db
+                delay = int(table.off_delay_ms[s])
+            else:
+                cond = v >= lim if high else v <= lim
+                delay = int(table.on_delay_ms[s])
+            if not cond:
+                since[s][p] = None
+                continue
+            start = since[s][p] if since[s][p] is not None else ts
+            since[s][p] = start
+            if ts - start >= delay:
+                active[s][p] = not active[s][p]
+                since[s][p] = None
+                out.append((s, ts, p, active[s][p]))
     return sorted(out)
 
 
@@ -51,10 +64,11 @@ def as_batch(stream: list[tuple[int, int, float]]) -> ReadingBatch:
     return ReadingBatch.from_columns(s, t, v)
 
 
-def changes(det: LimitDetector, batch: ReadingBatch) -> list[tuple[int, int, int, int, int]]:
-    tr = det.update(batch)
-    return list(zip(tr.sensor.tolist(), tr.ts.tolist(), tr.side.tolist(),
-                    tr.old_level.tolist(), tr.new_level.tolist(), strict=True))
+def changes(det: LimitDetector, batch: ReadingBatch) -> list[Change]:
+    det.update(batch)
+    tr = det.transitions
+    return list(zip(tr.sensor.tolist(), tr.ts.tolist(), tr.point.tolist(), tr.active.tolist(),
+                    strict=True))
 
 
 readings = st.lists(
@@ -64,7 +78,7 @@ readings = st.lists(
         # values around every limit of the table, plus exact limit values and 0.0
         st.one_of(st.floats(-10, 1100, allow_nan=False),
                   st.sampled_from([0.0, 19.0, 20.0, 25.0, 23.0, 50.0, 48.0, 19.5, 23.5,
-                                   100.0, 50.0, 800.0, 900.0, 7.1, 14.1])),
+                                   100.0, 50.0, 800.0, 900.0, 7.1, 14.1, 799.0, 101.0])),
     ),
     max_size=120,
 )
@@ -83,15 +97,22 @@ def test_one_batch_in_any_order_equals_reference(stream) -> None:
 def test_chunk_invariance_time_ordered(stream, size) -> None:
     stream = sorted(stream, key=lambda r: r[1])
     whole = LimitDetector(TABLE)
-    expected = sorted(changes(whole, as_batch(stream)))
+    whole_scores = whole.update(as_batch(stream))
+    expected = sorted(zip(whole.transitions.sensor.tolist(), whole.transitions.ts.tolist(),
+                          whole.transitions.point.tolist(), whole.transitions.active.tolist(),
+                          strict=True))
     assert expected == reference(stream)
     chunked = LimitDetector(TABLE)
-    got = []
+    got: list[Change] = []
+    scores = []
     for i in range(0, len(stream), size):
-        got += changes(chunked, as_batch(stream[i : i + size]))
+        part = as_batch(stream[i : i + size])
+        got += changes(chunked, part)
+        scores.append(chunked.update(ReadingBatch.empty()))  # empty batches are harmless
     assert sorted(got) == expected
     for name, arr in whole.get_state().items():
         np.testing.assert_array_equal(arr, chunked.get_state()[name])
+    assert len(whole_scores) == len(stream)
 
 
 @settings(max_examples=60, deadline=None)
@@ -99,56 +120,86 @@ def test_chunk_invariance_time_ordered(stream, size) -> None:
 def test_state_round_trip_and_pickle(stream, cut) -> None:
     stream = sorted(stream, key=lambda r: r[1])
     a = LimitDetector(TABLE)
-    first = changes(a, as_batch(stream[:cut]))
+    changes(a, as_batch(stream[:cut]))
     b = LimitDetector(TABLE)
     b.set_state(pickle.loads(pickle.dumps(a.get_state())))
     rest = as_batch(stream[cut:])
-    assert changes(a, rest) == changes(b, rest)
-    assert sorted(first + changes(LimitDetector(TABLE), ReadingBatch.empty())) == sorted(first)
+    sa, sb = a.update(rest), b.update(rest)
+    np.testing.assert_array_equal(sa, sb)
+    np.testing.assert_array_equal(a.transitions.point, b.transitions.point)
 
 
 def test_input_not_mutated_and_permutation() -> None:
     rng = np.random.default_rng(3)
     n = 300
     batch = ReadingBatch.from_columns(
-        rng.integers(0, M, n), np.sort(rng.integers(0, 10_000, n)), rng.uniform(0, 1000, n)
+        rng.integers(0, M, n), rng.permutation(n), rng.uniform(0, 1000, n)
     )
     copy = ReadingBatch(batch.sensor.copy(), batch.ts.copy(), batch.value.copy(),
                         batch.quality.copy())
     det = LimitDetector(TABLE)
-    out1 = sorted(changes(det, batch))
+    scores = det.update(batch)
+    out1 = sorted(changes(LimitDetector(TABLE), batch))
     for a, b in zip((batch.sensor, batch.ts, batch.value, batch.quality),
                     (copy.sensor, copy.ts, copy.value, copy.quality), strict=True):
         np.testing.assert_array_equal(a, b)
     perm = rng.permutation(n)
-    out2 = sorted(changes(LimitDetector(TABLE), batch.take(perm)))
-    assert out1 == out2
+    det2 = LimitDetector(TABLE)
+    scores2 = det2.update(batch.take(perm))
+    np.testing.assert_array_equal(scores2, scores[perm])
+    assert sorted(changes(LimitDetector(TABLE), batch.take(perm))) == out1
 
 
 def test_deadband_hysteresis_and_zero_reading() -> None:
     lel = TABLE.index["LEL-1"]  # 25/50 preset, deadband 2
     det = LimitDetector(TABLE)
     vals = [0.0, 25.0, 60.0, 49.0, 47.9, 24.0, 23.0, 22.9, 0.0]
-    tr = det.update(ReadingBatch.from_columns([lel] * 9, range(9), vals))
-    assert list(zip(tr.ts.tolist(), tr.old_level.tolist(), tr.new_level.tolist(),
-                    strict=True)) == [(1, 0, 1), (2, 1, 2), (4, 2, 1), (7, 1, 0)]
+    got = changes(det, ReadingBatch.from_columns([lel] * 9, range(9), vals))
+    h, hh = POINTS.index("h"), POINTS.index("hh")
+    assert got == [(lel, 1, h, True), (lel, 2, hh, True), (lel, 4, hh, False),
+                   (lel, 7, h, False)]
+
+
+def test_on_and_off_delay_in_event_time() -> None:
+    data = small_plant_data()
+    sensor = data["sites"][0]["workshops"][0]["areas"][0]["sensors"][0]
+    sensor.update(on_delay_s=5, off_delay_s=10)
+    table = SensorTable.from_config(parse_plant(data))
+    lel = table.index["LEL-1"]
+    det = LimitDetector(table)
+    ts = [0, 2000, 3000, 4000, 8000, 9000, 12000, 20000, 21000, 30000, 31000]
+    vals = [30.0, 30.0, 10.0, 30.0, 30.0, 30.0, 5.0, 5.0, 30.0, 5.0, 5.0]
+    #       raise run starts at 0, broken at 3000; restarts 4000, raise at 9000 (5 s);
+    #       clear run starts 12000; broken at 21000; restarts 30000; not 10 s yet at 31000
+    got = changes(det, ReadingBatch.from_columns([lel] * len(ts), ts, vals))
+    assert got == [(lel, 9000, POINTS.index("h"), True)]
+    got = changes(det, ReadingBatch.from_columns([lel, lel], [39999, 40000], [5.0, 5.0]))
+    assert got == [(lel, 40000, POINTS.index("h"), False)]
+    assert sorted(got) == [c for c in reference(
+        list(zip([lel] * 13, [*ts, 39999, 40000], [*vals, 5.0, 5.0], strict=True)), table)
+        if c[1] >= 39999]
 
 
 def test_late_and_duplicate_readings_do_not_move_state() -> None:
     lel = TABLE.index["LEL-1"]
     det = LimitDetector(TABLE)
     det.update(ReadingBatch.from_columns([lel], [100], [30.0]))
-    tr = det.update(ReadingBatch.from_columns([lel, lel], [50, 100], [0.0, 0.0]))
-    assert len(tr) == 0
-    assert det.high_level[lel] == 1
+    scores = det.update(ReadingBatch.from_columns([lel, lel], [50, 100], [0.0, 0.0]))
+    assert len(det.transitions) == 0
+    assert np.isnan(scores).all()
+    assert det.active[lel, POINTS.index("h")]
 
 
-def test_low_side_oxygen() -> None:
+def test_low_side_oxygen_and_scores() -> None:
     o2 = TABLE.index["O2-1"]
     det = LimitDetector(TABLE)
-    tr = det.update(ReadingBatch.from_columns([o2] * 3, [1, 2, 3], [20.9, 19.4, 24.0]))
-    got = set(zip(tr.ts.tolist(), tr.side.tolist(), tr.new_level.tolist(), strict=True))
-    assert got == {(2, -1, 1), (3, -1, 0), (3, 1, 1)}
+    scores = det.update(ReadingBatch.from_columns([o2] * 3, [1, 2, 3], [20.9, 19.4, 24.0]))
+    assert sorted(c[1:] for c in changes(LimitDetector(TABLE), ReadingBatch.from_columns(
+        [o2] * 3, [1, 2, 3], [20.9, 19.4, 24.0]))) == [
+        (2, POINTS.index("l"), True), (3, POINTS.index("l"), False),
+        (3, POINTS.index("h"), True)]
+    # the nearer first-level limit decides: 20.9 is 1.4 inside l, 2.6 inside h
+    np.testing.assert_allclose(scores, [19.5 - 20.9, 19.5 - 19.4, 24.0 - 23.5])
 
 
 def test_set_state_rejects_wrong_shape() -> None:
