@@ -39,6 +39,8 @@ class Alarm:
     kind: str
     unit: str
     raise_count: int
+    category: str = "alarm"
+    eta_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,8 @@ class Alarm:
             "kind": self.kind,
             "unit": self.unit,
             "raise_count": self.raise_count,
+            "category": self.category,
+            "eta_s": self.eta_s,
         }
 
 
@@ -94,6 +98,8 @@ class AlarmBoard:
                 kind=event.kind,
                 unit=event.unit,
                 raise_count=(current.raise_count if current else 0) + 1,
+                category=event.category,
+                eta_s=event.eta_s,
             )
             return True
         if current is None or not current.active:

@@ -1,8 +1,14 @@
 """Alarm events: what the alarm layer records and what notifiers announce.
 
-An alarm point is one limit of one sensor (``TF-LEL-001:hh``), as ISA-18.2
-counts alarms. Each event raises or clears one alarm point at the event time of
-the reading that caused it.
+An alarm point is one condition of one sensor (``TF-LEL-001:hh``), as ISA-18.2
+counts alarms. Each event raises or clears one point at the event time of the
+reading that caused it. ``limit`` names the condition:
+
+* ``ll``, ``l``, ``h``, ``hh`` — limit alarms (报警), category ``alarm``;
+* ``rate`` — rate of change beyond the sensor's maximum, category ``alarm``;
+* ``trend`` — a predicted limit crossing within the horizon (超前预警), and
+  ``drift`` — a slow shift away from the baseline, category ``warning``;
+* ``stuck``, ``range``, ``spike``, ``nodata`` — sensor faults, category ``fault``.
 """
 
 from __future__ import annotations
@@ -10,9 +16,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["AlarmAction", "AlarmEvent", "alarm_id"]
+__all__ = ["CATEGORY_OF", "AlarmAction", "AlarmEvent", "alarm_id"]
 
 AlarmAction = Literal["raise", "clear"]
+
+CATEGORY_OF: dict[str, str] = {
+    "ll": "alarm", "l": "alarm", "h": "alarm", "hh": "alarm", "rate": "alarm",
+    "trend": "warning", "drift": "warning",
+    "stuck": "fault", "range": "fault", "spike": "fault", "nodata": "fault",
+}
 
 
 def alarm_id(sensor: str, limit: str) -> str:
@@ -25,8 +37,11 @@ class AlarmEvent:
     """One raise or clear of one alarm point.
 
     ``ts`` is the reading's event time (ms since epoch, UTC); ``value`` the
-    reading that caused it; ``setpoint`` the limit crossed (raise) or the limit
-    the value fell back through less the deadband (clear).
+    reading that caused it; ``setpoint`` the threshold crossed (raise) or the
+    one passed back through (clear): for limits the limit, less the deadband on
+    clearing; for ``trend`` the limit being approached. ``score`` is the
+    detector's score at that reading (``eta_s`` for a trend warning: seconds
+    until the limit is expected to be reached).
     """
 
     alarm_id: str
@@ -44,10 +59,15 @@ class AlarmEvent:
     post: str
     kind: str
     unit: str
+    category: str = "alarm"
+    score: float | None = None
+    eta_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlarmEvent:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        """Read a journal record; fields added later fall back to their defaults."""
+        fields = cls.__dataclass_fields__
+        return cls(**{k: data[k] for k in fields if k in data})

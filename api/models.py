@@ -152,11 +152,18 @@ class ReadingsOut(_Out):
 
 
 class AlarmOut(_Out):
-    """Current state of one alarm point (one limit of one sensor)."""
+    """Current state of one alarm point (one condition of one sensor)."""
 
     alarm_id: str = Field(examples=["TF-LEL-001:hh"])
     sensor: str
-    limit: str = Field(description="ll, l, h or hh.")
+    limit: str = Field(
+        description="ll, l, h, hh (limits), rate, trend, drift (warnings), "
+        "stuck, range, spike, nodata (sensor faults)."
+    )
+    category: Literal["alarm", "warning", "fault"] = "alarm"
+    eta_s: float | None = Field(
+        default=None, description="trend warnings: seconds to the limit when raised"
+    )
     state: Literal["active", "normal"]
     raised_ts: int = Field(description="When it was last raised, epoch ms UTC.")
     raised_value: float

@@ -37,11 +37,11 @@ import numpy.typing as npt
 
 from detectors.base import State
 from detectors.batch import ReadingBatch
+from detectors.decide import NO_TS, ConditionBank
 from detectors.sensor_table import LIMIT_NAMES, SensorTable
 
 __all__ = ["POINTS", "LimitDetector", "LimitTransitions", "order_by_sensor_time"]
 
-NO_TS = np.iinfo(np.int64).min
 POINTS = LIMIT_NAMES  # ("ll", "l", "h", "hh"): column order of the point arrays
 _HIGH = np.array([False, False, True, True])
 _SEVERITY = np.array([2, 1, 1, 2])  # ll, l, h, hh
@@ -118,35 +118,34 @@ class LimitDetector:
 
     def __init__(self, table: SensorTable) -> None:
         self.table = table
-        m = len(table)
-        self._limit = np.stack([table.limit(n) for n in POINTS], axis=1)  # (m, 4)
-        self._deadband = np.where(_HIGH, -1.0, 1.0) * table.deadband[:, None]  # signed
-        self.active = np.zeros((m, 4), np.bool_)
-        self.since = np.full((m, 4), NO_TS, np.int64)
-        self.last_ts = np.full(m, NO_TS, np.int64)
+        limit = np.stack([table.limit(n) for n in POINTS], axis=1)  # (m, 4)
+        signed_deadband = np.where(_HIGH, -1.0, 1.0) * table.deadband[:, None]
+        self.bank = ConditionBank(
+            limit, limit + signed_deadband, _HIGH, table.on_delay_ms, table.off_delay_ms,
+            severity=_SEVERITY,
+        )
+        self.last_ts = np.full(len(table), NO_TS, np.int64)
         self.transitions = LimitTransitions.empty()
+
+    @property
+    def active(self) -> npt.NDArray[np.bool_]:
+        """(m, 4) which alarm points are active, columns as :data:`POINTS`."""
+        return self.bank.active
 
     # -- state -------------------------------------------------------------
     def get_state(self) -> State:
-        return {
-            "active": self.active.copy(),
-            "since": self.since.copy(),
-            "last_ts": self.last_ts.copy(),
-        }
+        return {**self.bank.get_state(), "last_ts": self.last_ts.copy()}
 
     def set_state(self, state: State) -> None:
-        m = len(self.table)
-        for name, dtype, shape in (
-            ("active", np.bool_, (m, 4)), ("since", np.int64, (m, 4)), ("last_ts", np.int64, (m,))
-        ):
-            arr = np.asarray(state[name], dtype=dtype)
-            if arr.shape != shape:
-                raise ValueError(
-                    f"LimitDetector state {name!r} has shape {arr.shape}, expected {shape}: "
-                    "the saved state belongs to a different sensor table; delete the "
-                    "checkpoint to start fresh"
-                )
-            setattr(self, name, arr.copy())
+        last_ts = np.asarray(state["last_ts"], dtype=np.int64)
+        if last_ts.shape != self.last_ts.shape:
+            raise ValueError(
+                f"LimitDetector state 'last_ts' has shape {last_ts.shape}, expected "
+                f"{self.last_ts.shape}: the saved state belongs to a different sensor table; "
+                "delete the checkpoint to start fresh"
+            )
+        self.bank.set_state(state)
+        self.last_ts = last_ts.copy()
 
     # -- one batch ---------------------------------------------------------
     def update(self, batch: ReadingBatch) -> npt.NDArray[np.float64]:
@@ -172,31 +171,11 @@ class LimitDetector:
                     continue
             v = batch.value[rows]
             scores[rows] = np.fmax(v - t.h[s], t.l[s] - v)
-            vv = v[:, None]
-            lim = self._limit[s]
-            act = self.active[s]
-            beyond = np.where(_HIGH, vv >= lim, vv <= lim)
-            back_in = np.where(_HIGH, vv < lim + self._deadband[s], vv > lim + self._deadband[s])
-            cond = np.where(act, back_in, beyond)
-            since = self.since[s]
-            ts2 = ts[:, None]
-            since = np.where(cond, np.where(since == NO_TS, ts2, since), NO_TS)
-            delay = np.where(act, t.off_delay_ms[s, None], t.on_delay_ms[s, None])
-            flip = cond & (ts2 - since >= delay)
-            if flip.any():
-                act = act ^ flip
-                since[flip] = NO_TS
-                self.active[s] = act
-                r, p = np.nonzero(flip)
-                raised = act[r, p]
-                # Within one reading: raises by rising severity (h before hh),
-                # clears by falling severity (hh before h).
-                key = r * 16 + np.where(raised, _SEVERITY[p], 8 - _SEVERITY[p]) * 2 + _HIGH[p]
-                o = np.argsort(key, kind="stable")
-                out_rows.append(rows[r[o]])
-                out_point.append(p[o])
-                out_active.append(raised[o])
-            self.since[s] = since
+            r, p, raised = self.bank.step(s, ts, v)
+            if len(r):
+                out_rows.append(rows[r])
+                out_point.append(p)
+                out_active.append(raised)
             self.last_ts[s] = ts
         if out_rows:
             rows_all = np.concatenate(out_rows)

@@ -150,6 +150,9 @@ class SensorConfig(_Model):
     off_delay_s: float = Field(default=0.0, ge=0)
     priority: Priority = "medium"
     trend_horizon_s: float = Field(default=300.0, gt=0)
+    max_rate_per_min: float | None = Field(default=None, gt=0)
+    max_gap_s: float = Field(default=120.0, gt=0)
+    stuck_after_s: float | None = Field(default=None, gt=0)
     description: str = ""
 
     @model_validator(mode="after")
@@ -214,6 +217,20 @@ class SensorConfig(_Model):
         if self.limits is not None:
             merged.update(dict(self.limits.items()))
         return Limits(**merged)
+
+    def effective_stuck_after_s(self) -> float | None:
+        """How long an unchanged value means a stuck sensor; None: not judged.
+
+        Process transmitters (pressure, temperature, level, flow) always show
+        some noise, so a flat line means a frozen transmitter; gas detectors in
+        clean air legitimately read a steady 0, so they are only judged when
+        config says so.
+        """
+        if self.stuck_after_s is not None:
+            return self.stuck_after_s
+        if self.kind in ("pressure_kpa", "temperature_c", "level_pct", "flow_m3h"):
+            return 900.0
+        return None
 
     def effective_deadband(self) -> float:
         if self.deadband is not None:

@@ -1,0 +1,131 @@
+"""Deciding: turn a continuous input into condition points, the ISA-18.2 way.
+
+A *condition bank* holds ``k`` condition points per sensor over one input per
+reading (a measured value for limit alarms, a detector score for warnings and
+faults). Each point is decided in the ISA-18.2 order, in event time:
+
+1. **threshold with hysteresis** — a normal point's raise condition is the
+   input at or beyond ``enter`` (``x >= enter`` for an upper point,
+   ``x <= enter`` for a lower one); an active point's clear condition is the
+   input back past ``leave`` (``x < leave`` / ``x > leave``). ``leave`` is
+   ``enter`` less the deadband, so a value hovering at the limit does not
+   chatter;
+2. **on-delay** — a normal point is raised at the first input where the raise
+   condition has held continuously for ``on_delay_ms`` (0 raises at once);
+3. **off-delay** — an active point clears at the first input where the clear
+   condition has held continuously for ``off_delay_ms``.
+
+A NaN ``enter`` disables a point. A NaN input meets no raise condition; with
+``nan_clears`` it meets the clear condition (a score that has no value any
+more — a trend no longer heading for a limit — ends its warning).
+
+The bank decides; it does not pick readings: callers pass one row per sensor
+(a "round", see :func:`detectors.limits.order_by_sensor_time`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.base import State
+
+__all__ = ["NO_TS", "ConditionBank"]
+
+NO_TS = np.iinfo(np.int64).min
+
+
+class ConditionBank:
+    """``k`` condition points for each of ``m`` sensors.
+
+    Parameters
+    ----------
+    enter, leave : float64 (m, k)
+        Raise and clear thresholds per sensor and point.
+    upper : bool (k,)
+        True for a point raised by high inputs, False for one raised by low.
+    on_delay_ms, off_delay_ms : int64 (m,)
+    nan_clears : bool
+        Whether a NaN input counts as the clear condition.
+    severity : int (k,) or None
+        Order of points changing at the same reading: raises by rising
+        severity, clears by falling severity (``h`` before ``hh`` on the way
+        up, ``hh`` before ``h`` on the way down).
+    """
+
+    def __init__(
+        self,
+        enter: npt.NDArray[np.float64],
+        leave: npt.NDArray[np.float64],
+        upper: npt.NDArray[np.bool_],
+        on_delay_ms: npt.NDArray[np.int64],
+        off_delay_ms: npt.NDArray[np.int64],
+        *,
+        nan_clears: bool = False,
+        severity: npt.NDArray[np.int64] | None = None,
+    ) -> None:
+        m, k = enter.shape
+        self.enter = enter
+        self.leave = leave
+        self.upper = upper
+        self.on_delay_ms = on_delay_ms
+        self.off_delay_ms = off_delay_ms
+        self.nan_clears = nan_clears
+        self.severity = np.zeros(k, np.int64) if severity is None else severity
+        self.active = np.zeros((m, k), np.bool_)
+        self.since = np.full((m, k), NO_TS, np.int64)
+
+    def get_state(self) -> State:
+        return {"active": self.active.copy(), "since": self.since.copy()}
+
+    def set_state(self, state: State) -> None:
+        for name, dtype in (("active", np.bool_), ("since", np.int64)):
+            arr = np.asarray(state[name], dtype=dtype)
+            if arr.shape != self.active.shape:
+                raise ValueError(
+                    f"condition state {name!r} has shape {arr.shape}, expected "
+                    f"{self.active.shape}: the saved state belongs to a different sensor "
+                    "table; delete the checkpoint to start fresh"
+                )
+            setattr(self, name, arr.copy())
+
+    def step(
+        self,
+        sensor: npt.NDArray[np.int32],
+        ts: npt.NDArray[np.int64],
+        x: npt.NDArray[np.float64],
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+        """Advance the points of ``sensor`` (each at most once) by one input each.
+
+        ``x`` is (n,) — one input for all of a sensor's points — or (n, k).
+        Returns ``(row, point, active)`` of every point that changed, ordered
+        by row, then as ``severity`` says.
+        """
+        s = sensor
+        xx = x[:, None] if x.ndim == 1 else x
+        act = self.active[s]
+        enter = self.enter[s]
+        leave = self.leave[s]
+        beyond = np.where(self.upper, xx >= enter, xx <= enter)
+        back = np.where(self.upper, xx < leave, xx > leave)
+        if self.nan_clears:
+            back |= np.isnan(xx)
+        cond = np.where(act, back, beyond)
+        ts2 = ts[:, None]
+        since = self.since[s]
+        since = np.where(cond, np.where(since == NO_TS, ts2, since), NO_TS)
+        delay = np.where(act, self.off_delay_ms[s, None], self.on_delay_ms[s, None])
+        flip = cond & (ts2 - since >= delay)
+        if not flip.any():
+            self.since[s] = since
+            return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.bool_)
+        act ^= flip
+        since[flip] = NO_TS
+        self.active[s] = act
+        self.since[s] = since
+        r, p = np.nonzero(flip)
+        raised = act[r, p]
+        sev = self.severity[p]
+        key = (r * 64 + np.where(raised, sev, 31 - sev)) * 2 + self.upper[p]
+        o = np.argsort(key, kind="stable")
+        return r[o], p[o], raised[o]
