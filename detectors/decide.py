@@ -25,14 +25,70 @@ The bank decides; it does not pick readings: callers pass one row per sensor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
 
-__all__ = ["NO_TS", "ConditionBank"]
+__all__ = ["CONDITIONS", "NO_TS", "ConditionBank", "Transitions"]
 
 NO_TS = np.iinfo(np.int64).min
+
+CONDITIONS = ("ll", "l", "h", "hh", "rate", "trend", "drift", "stuck", "range", "spike",
+              "nodata")
+"""Every condition a sensor can be in; a transition's ``condition`` indexes this."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transitions:
+    """Condition points that changed in one batch (or tick), in processing order.
+
+    Attributes
+    ----------
+    sensor : int32 (k,)
+    ts : int64 (k,)
+        Event time of the reading (or the clock, for no-data) that decided it, ms.
+    value : float64 (k,)
+        The reading's value (NaN for no-data).
+    condition : int8 (k,)
+        Index into :data:`CONDITIONS`.
+    active : bool (k,)
+        True: raised; False: cleared.
+    setpoint : float64 (k,)
+        The threshold crossed: the raise threshold when raised, the clear
+        threshold when cleared (for a trend warning: the limit approached).
+    score : float64 (k,)
+        The detector's score at that moment (a trend warning's ETA in seconds).
+    """
+
+    sensor: npt.NDArray[np.int32]
+    ts: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    condition: npt.NDArray[np.int8]
+    active: npt.NDArray[np.bool_]
+    setpoint: npt.NDArray[np.float64]
+    score: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.sensor)
+
+    @classmethod
+    def empty(cls) -> Transitions:
+        return cls(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.float64),
+                   np.empty(0, np.int8), np.empty(0, np.bool_), np.empty(0, np.float64),
+                   np.empty(0, np.float64))
+
+    @classmethod
+    def concat(cls, parts: list[Transitions]) -> Transitions:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in cls.__dataclass_fields__))
 
 
 class ConditionBank:
@@ -45,8 +101,8 @@ class ConditionBank:
     upper : bool (k,)
         True for a point raised by high inputs, False for one raised by low.
     on_delay_ms, off_delay_ms : int64 (m,)
-    nan_clears : bool
-        Whether a NaN input counts as the clear condition.
+    nan_clears : bool or bool (k,)
+        Whether a NaN input counts as the clear condition (per point).
     severity : int (k,) or None
         Order of points changing at the same reading: raises by rising
         severity, clears by falling severity (``h`` before ``hh`` on the way
@@ -61,7 +117,7 @@ class ConditionBank:
         on_delay_ms: npt.NDArray[np.int64],
         off_delay_ms: npt.NDArray[np.int64],
         *,
-        nan_clears: bool = False,
+        nan_clears: bool | npt.NDArray[np.bool_] = False,
         severity: npt.NDArray[np.int64] | None = None,
     ) -> None:
         m, k = enter.shape
@@ -70,7 +126,7 @@ class ConditionBank:
         self.upper = upper
         self.on_delay_ms = on_delay_ms
         self.off_delay_ms = off_delay_ms
-        self.nan_clears = nan_clears
+        self.nan_clears = np.broadcast_to(np.asarray(nan_clears, np.bool_), (k,))
         self.severity = np.zeros(k, np.int64) if severity is None else severity
         self.active = np.zeros((m, k), np.bool_)
         self.since = np.full((m, k), NO_TS, np.int64)
@@ -88,6 +144,13 @@ class ConditionBank:
                     "table; delete the checkpoint to start fresh"
                 )
             setattr(self, name, arr.copy())
+
+    def setpoints(
+        self, sensor: npt.NDArray[np.int32], point: npt.NDArray[np.intp],
+        raised: npt.NDArray[np.bool_],
+    ) -> npt.NDArray[np.float64]:
+        """The threshold each change crossed: ``enter`` when raised, ``leave`` when cleared."""
+        return np.where(raised, self.enter[sensor, point], self.leave[sensor, point])
 
     def step(
         self,
@@ -108,8 +171,8 @@ class ConditionBank:
         leave = self.leave[s]
         beyond = np.where(self.upper, xx >= enter, xx <= enter)
         back = np.where(self.upper, xx < leave, xx > leave)
-        if self.nan_clears:
-            back |= np.isnan(xx)
+        if self.nan_clears.any():
+            back |= np.isnan(xx) & self.nan_clears
         cond = np.where(act, back, beyond)
         ts2 = ts[:, None]
         since = self.since[s]

@@ -30,52 +30,19 @@ the alarm-point transitions it decided are in :attr:`LimitDetector.transitions`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
 from detectors.batch import ReadingBatch
-from detectors.decide import NO_TS, ConditionBank
+from detectors.decide import NO_TS, ConditionBank, Transitions
 from detectors.sensor_table import LIMIT_NAMES, SensorTable
 
-__all__ = ["POINTS", "LimitDetector", "LimitTransitions", "order_by_sensor_time"]
+__all__ = ["POINTS", "LimitDetector", "order_by_sensor_time"]
 
 POINTS = LIMIT_NAMES  # ("ll", "l", "h", "hh"): column order of the point arrays
 _HIGH = np.array([False, False, True, True])
 _SEVERITY = np.array([2, 1, 1, 2])  # ll, l, h, hh
-
-
-@dataclass(frozen=True, slots=True)
-class LimitTransitions:
-    """Alarm points that changed state in one batch, in processing order.
-
-    Attributes
-    ----------
-    sensor : int32 (k,)
-    ts : int64 (k,)
-        Event time of the reading that changed the point, ms.
-    value : float64 (k,)
-    point : int8 (k,)
-        Column in :data:`POINTS`: 0 ``ll``, 1 ``l``, 2 ``h``, 3 ``hh``.
-    active : bool (k,)
-        True: raised; False: cleared.
-    """
-
-    sensor: npt.NDArray[np.int32]
-    ts: npt.NDArray[np.int64]
-    value: npt.NDArray[np.float64]
-    point: npt.NDArray[np.int8]
-    active: npt.NDArray[np.bool_]
-
-    def __len__(self) -> int:
-        return len(self.sensor)
-
-    @classmethod
-    def empty(cls) -> LimitTransitions:
-        return cls(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.float64),
-                   np.empty(0, np.int8), np.empty(0, np.bool_))
 
 
 def order_by_sensor_time(
@@ -125,7 +92,7 @@ class LimitDetector:
             severity=_SEVERITY,
         )
         self.last_ts = np.full(len(table), NO_TS, np.int64)
-        self.transitions = LimitTransitions.empty()
+        self.transitions = Transitions.empty()
 
     @property
     def active(self) -> npt.NDArray[np.bool_]:
@@ -157,9 +124,7 @@ class LimitDetector:
         t = self.table
         scores = np.full(len(batch), np.nan)
         order, bounds = order_by_sensor_time(batch.sensor, batch.ts)
-        out_rows: list[npt.NDArray[np.intp]] = []
-        out_point: list[npt.NDArray[np.intp]] = []
-        out_active: list[npt.NDArray[np.bool_]] = []
+        parts: list[Transitions] = []
         for k in range(len(bounds) - 1):
             rows = order[bounds[k] : bounds[k + 1]]
             s = batch.sensor[rows]
@@ -173,19 +138,11 @@ class LimitDetector:
             scores[rows] = np.fmax(v - t.h[s], t.l[s] - v)
             r, p, raised = self.bank.step(s, ts, v)
             if len(r):
-                out_rows.append(rows[r])
-                out_point.append(p)
-                out_active.append(raised)
+                parts.append(Transitions(
+                    sensor=s[r], ts=ts[r], value=v[r], condition=p.astype(np.int8),
+                    active=raised, setpoint=self.bank.setpoints(s[r], p, raised),
+                    score=scores[rows[r]],
+                ))
             self.last_ts[s] = ts
-        if out_rows:
-            rows_all = np.concatenate(out_rows)
-            self.transitions = LimitTransitions(
-                sensor=batch.sensor[rows_all],
-                ts=batch.ts[rows_all],
-                value=batch.value[rows_all],
-                point=np.concatenate(out_point).astype(np.int8),
-                active=np.concatenate(out_active),
-            )
-        else:
-            self.transitions = LimitTransitions.empty()
+        self.transitions = Transitions.concat(parts)
         return scores

@@ -25,8 +25,8 @@ from paho.mqtt.client import topic_matches_sub
 
 from alarms.board import AlarmBoard
 from alarms.events import AlarmEvent
+from alarms.from_detections import events_from_transitions
 from alarms.journal import AlarmJournal
-from alarms.limit_alarms import events_from_transitions
 from detectors.batch import BatchBuilder
 from detectors.limits import POINTS, LimitDetector
 from detectors.sensor_table import SensorTable

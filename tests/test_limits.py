@@ -67,7 +67,7 @@ def as_batch(stream: list[tuple[int, int, float]]) -> ReadingBatch:
 def changes(det: LimitDetector, batch: ReadingBatch) -> list[Change]:
     det.update(batch)
     tr = det.transitions
-    return list(zip(tr.sensor.tolist(), tr.ts.tolist(), tr.point.tolist(), tr.active.tolist(),
+    return list(zip(tr.sensor.tolist(), tr.ts.tolist(), tr.condition.tolist(), tr.active.tolist(),
                     strict=True))
 
 
@@ -99,7 +99,7 @@ def test_chunk_invariance_time_ordered(stream, size) -> None:
     whole = LimitDetector(TABLE)
     whole_scores = whole.update(as_batch(stream))
     expected = sorted(zip(whole.transitions.sensor.tolist(), whole.transitions.ts.tolist(),
-                          whole.transitions.point.tolist(), whole.transitions.active.tolist(),
+                          whole.transitions.condition.tolist(), whole.transitions.active.tolist(),
                           strict=True))
     assert expected == reference(stream)
     chunked = LimitDetector(TABLE)
@@ -126,7 +126,7 @@ def test_state_round_trip_and_pickle(stream, cut) -> None:
     rest = as_batch(stream[cut:])
     sa, sb = a.update(rest), b.update(rest)
     np.testing.assert_array_equal(sa, sb)
-    np.testing.assert_array_equal(a.transitions.point, b.transitions.point)
+    np.testing.assert_array_equal(a.transitions.condition, b.transitions.condition)
 
 
 def test_input_not_mutated_and_permutation() -> None:

@@ -1,42 +1,37 @@
-"""Turn limit alarm-point transitions into alarm events, one per point change."""
+"""Turn decided condition transitions into alarm events, one per point change."""
 
 from __future__ import annotations
 
-from alarms.events import AlarmEvent, alarm_id
-from detectors.limits import POINTS, LimitTransitions
+import math
+
+from alarms.events import CATEGORY_OF, AlarmEvent, alarm_id
+from detectors.decide import CONDITIONS, Transitions
 from detectors.sensor_table import SensorTable
 
 __all__ = ["events_from_transitions"]
 
 
-def events_from_transitions(
-    table: SensorTable, transitions: LimitTransitions
-) -> list[AlarmEvent]:
-    """Alarm events for every point change, in the order the changes happened.
-
-    ``setpoint`` is the limit for a raise, and the limit less the deadband
-    (the value the reading had to pass back through) for a clear.
-    """
+def events_from_transitions(table: SensorTable, transitions: Transitions) -> list[AlarmEvent]:
+    """Alarm events for every change, in the order the changes happened."""
     events: list[AlarmEvent] = []
-    for s, ts, value, point, active in zip(
+    for s, ts, value, cond, active, setpoint, score in zip(
         transitions.sensor.tolist(),
         transitions.ts.tolist(),
         transitions.value.tolist(),
-        transitions.point.tolist(),
+        transitions.condition.tolist(),
         transitions.active.tolist(),
+        transitions.setpoint.tolist(),
+        transitions.score.tolist(),
         strict=True,
     ):
         place = table.places[s]
-        limit = POINTS[point]
-        setpoint = float(table.limit(limit)[s])
-        if not active:
-            deadband = float(table.deadband[s])
-            setpoint = setpoint - deadband if limit in ("h", "hh") else setpoint + deadband
+        name = CONDITIONS[cond]
+        finite_score = score if math.isfinite(score) else None
         events.append(
             AlarmEvent(
-                alarm_id=alarm_id(place.sensor.id, limit),
+                alarm_id=alarm_id(place.sensor.id, name),
                 sensor=place.sensor.id,
-                limit=limit,
+                limit=name,
                 action="raise" if active else "clear",
                 ts=ts,
                 value=value,
@@ -49,6 +44,9 @@ def events_from_transitions(
                 post=place.post,
                 kind=place.sensor.kind,
                 unit=place.sensor.effective_unit(),
+                category=CATEGORY_OF[name],
+                score=finite_score,
+                eta_s=finite_score if name == "trend" and active else None,
             )
         )
     return events
