@@ -36,6 +36,7 @@ import numpy.typing as npt
 from detectors.base import State
 from detectors.batch import ReadingBatch
 from detectors.decide import NO_TS, ConditionBank, Transitions
+from detectors.rounds import fresh_rounds, order_by_sensor_time
 from detectors.sensor_table import LIMIT_NAMES, SensorTable
 
 __all__ = ["POINTS", "LimitDetector", "order_by_sensor_time"]
@@ -43,33 +44,6 @@ __all__ = ["POINTS", "LimitDetector", "order_by_sensor_time"]
 POINTS = LIMIT_NAMES  # ("ll", "l", "h", "hh"): column order of the point arrays
 _HIGH = np.array([False, False, True, True])
 _SEVERITY = np.array([2, 1, 1, 2])  # ll, l, h, hh
-
-
-def order_by_sensor_time(
-    sensor: npt.NDArray[np.int32], ts: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Group readings into "rounds": round k holds the k-th reading of each sensor.
-
-    Returns ``(order, bounds)``: ``order`` lists batch rows round by round
-    (within a round each sensor appears at most once, so a round is one
-    vectorized step), and round k is ``order[bounds[k]:bounds[k+1]]``.
-    Within a sensor, readings are in timestamp order (stable for ties).
-    """
-    n = len(sensor)
-    if n == 0:
-        return np.empty(0, np.intp), np.zeros(1, np.intp)
-    by_sensor = np.lexsort((ts, sensor))
-    s_sorted = sensor[by_sensor]
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    if len(starts) == n:  # one reading per sensor: a single round
-        return by_sensor.astype(np.intp), np.array([0, n], np.intp)
-    run_len = np.diff(np.r_[starts, n])
-    rank = np.arange(n) - np.repeat(starts, run_len)
-    by_round = np.argsort(rank, kind="stable")
-    order = by_sensor[by_round]
-    counts = np.bincount(rank)
-    bounds = np.r_[0, np.cumsum(counts)].astype(np.intp)
-    return order.astype(np.intp), bounds
 
 
 class LimitDetector:
@@ -123,17 +97,8 @@ class LimitDetector:
         """
         t = self.table
         scores = np.full(len(batch), np.nan)
-        order, bounds = order_by_sensor_time(batch.sensor, batch.ts)
         parts: list[Transitions] = []
-        for k in range(len(bounds) - 1):
-            rows = order[bounds[k] : bounds[k + 1]]
-            s = batch.sensor[rows]
-            ts = batch.ts[rows]
-            fresh = ts > self.last_ts[s]
-            if not fresh.all():
-                rows, s, ts = rows[fresh], s[fresh], ts[fresh]
-                if len(rows) == 0:
-                    continue
+        for rows, s, ts in fresh_rounds(batch, self.last_ts):
             v = batch.value[rows]
             scores[rows] = np.fmax(v - t.h[s], t.l[s] - v)
             r, p, raised = self.bank.step(s, ts, v)
@@ -143,6 +108,5 @@ class LimitDetector:
                     active=raised, setpoint=self.bank.setpoints(s[r], p, raised),
                     score=scores[rows[r]],
                 ))
-            self.last_ts[s] = ts
         self.transitions = Transitions.concat(parts)
         return scores

@@ -38,6 +38,12 @@ class SensorTable:
         and how long the value must stay back inside before it clears.
     trend_horizon_s : float64 array, shape (m,)
         How far ahead a predicted limit crossing is worth a warning.
+    max_rate_per_min : float64 array, shape (m,)
+        Fastest allowed change in units per minute; NaN: no rate alarm.
+    max_gap_s : float64 array, shape (m,)
+        Longest silence before a no-data fault.
+    stuck_after_s : float64 array, shape (m,)
+        How long an unchanged value means a stuck sensor; NaN: not judged.
     """
 
     ids: list[str]
@@ -53,6 +59,9 @@ class SensorTable:
     on_delay_ms: npt.NDArray[np.int64]
     off_delay_ms: npt.NDArray[np.int64]
     trend_horizon_s: npt.NDArray[np.float64]
+    max_rate_per_min: npt.NDArray[np.float64]
+    max_gap_s: npt.NDArray[np.float64]
+    stuck_after_s: npt.NDArray[np.float64]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -79,8 +88,16 @@ class SensorTable:
             on_delay_ms=np.array([round(p.sensor.on_delay_s * 1000) for p in places], np.int64),
             off_delay_ms=np.array([round(p.sensor.off_delay_s * 1000) for p in places], np.int64),
             trend_horizon_s=np.array([p.sensor.trend_horizon_s for p in places], np.float64),
+            max_rate_per_min=_or_nan([p.sensor.max_rate_per_min for p in places]),
+            max_gap_s=np.array([p.sensor.max_gap_s for p in places], np.float64),
+            stuck_after_s=_or_nan([p.sensor.effective_stuck_after_s() for p in places]),
         )
 
     def limit(self, name: str) -> npt.NDArray[np.float64]:
+        """The limit column ``ll``, ``l``, ``h`` or ``hh``."""
         arr: npt.NDArray[np.float64] = getattr(self, name)
         return arr
+
+
+def _or_nan(values: list[float | None]) -> npt.NDArray[np.float64]:
+    return np.array([np.nan if v is None else v for v in values], np.float64)

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from plantwatch import evaluate_nab
 from plantwatch.config import ConfigError, PlantConfig, load_plant
 from plantwatch.settings import Settings, load_settings
 
@@ -23,6 +24,13 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+
+evaluate_app = typer.Typer(
+    help="Score plantwatch's detectors on labelled data (SKAB, NAB, your own history).",
+    no_args_is_help=True,
+)
+evaluate_app.command("nab")(evaluate_nab.nab)
+app.add_typer(evaluate_app, name="evaluate")
 
 
 def _setup_logging(verbose: bool) -> None:
