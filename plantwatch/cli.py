@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from plantwatch import evaluate_nab
+from plantwatch import evaluate_nab, evaluate_tabular
 from plantwatch.config import ConfigError, PlantConfig, load_plant
 from plantwatch.settings import Settings, load_settings
 
@@ -29,7 +29,9 @@ evaluate_app = typer.Typer(
     help="Score plantwatch's detectors on labelled data (SKAB, NAB, your own history).",
     no_args_is_help=True,
 )
+evaluate_app.command("skab")(evaluate_tabular.skab)
 evaluate_app.command("nab")(evaluate_nab.nab)
+evaluate_app.command("table")(evaluate_tabular.table)
 app.add_typer(evaluate_app, name="evaluate")
 
 
