@@ -130,6 +130,11 @@ class ConditionBank:
         self.severity = np.zeros(k, np.int64) if severity is None else severity
         self.active = np.zeros((m, k), np.bool_)
         self.since = np.full((m, k), NO_TS, np.int64)
+        # Lower points are decided on the negated input against negated
+        # thresholds, so every point is an upper one: x' >= enter', x' < leave'.
+        self._sign = np.where(upper, 1.0, -1.0)
+        self._enter_s = enter * self._sign
+        self._leave_s = leave * self._sign
 
     def get_state(self) -> State:
         return {"active": self.active.copy(), "since": self.since.copy()}
@@ -165,17 +170,21 @@ class ConditionBank:
         by row, then as ``severity`` says.
         """
         s = sensor
-        xx = x[:, None] if x.ndim == 1 else x
+        xs = (x[:, None] if x.ndim == 1 else x) * self._sign
+        beyond = xs >= self._enter_s[s]
         act = self.active[s]
-        enter = self.enter[s]
-        leave = self.leave[s]
-        beyond = np.where(self.upper, xx >= enter, xx <= enter)
-        back = np.where(self.upper, xx < leave, xx > leave)
-        if self.nan_clears.any():
-            back |= np.isnan(xx) & self.nan_clears
-        cond = np.where(act, back, beyond)
-        ts2 = ts[:, None]
         since = self.since[s]
+        if not act.any():
+            # Steady state, the common case: nothing active anywhere in the round.
+            if not beyond.any() and (since == NO_TS).all():
+                return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.bool_)
+            cond = beyond
+        else:
+            back = xs < self._leave_s[s]
+            if self.nan_clears.any():
+                back |= np.isnan(xs) & self.nan_clears
+            cond = np.where(act, back, beyond)
+        ts2 = ts[:, None]
         since = np.where(cond, np.where(since == NO_TS, ts2, since), NO_TS)
         delay = np.where(act, self.off_delay_ms[s, None], self.on_delay_ms[s, None])
         flip = cond & (ts2 - since >= delay)

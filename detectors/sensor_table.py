@@ -44,6 +44,8 @@ class SensorTable:
         Longest silence before a no-data fault.
     stuck_after_s : float64 array, shape (m,)
         How long an unchanged value means a stuck sensor; NaN: not judged.
+    drift_detection : bool array, shape (m,)
+        Whether drift warnings are raised for the sensor.
     """
 
     ids: list[str]
@@ -56,12 +58,30 @@ class SensorTable:
     deadband: npt.NDArray[np.float64]
     range_lo: npt.NDArray[np.float64]
     range_hi: npt.NDArray[np.float64]
-    on_delay_ms: npt.NDArray[np.int64]
-    off_delay_ms: npt.NDArray[np.int64]
-    trend_horizon_s: npt.NDArray[np.float64]
-    max_rate_per_min: npt.NDArray[np.float64]
-    max_gap_s: npt.NDArray[np.float64]
-    stuck_after_s: npt.NDArray[np.float64]
+    # Deciding settings; a table built by hand may leave them out (None) and
+    # get the defaults of a sensor with nothing configured.
+    on_delay_ms: npt.NDArray[np.int64] = None  # type: ignore[assignment]
+    off_delay_ms: npt.NDArray[np.int64] = None  # type: ignore[assignment]
+    trend_horizon_s: npt.NDArray[np.float64] = None  # type: ignore[assignment]
+    max_rate_per_min: npt.NDArray[np.float64] = None  # type: ignore[assignment]
+    max_gap_s: npt.NDArray[np.float64] = None  # type: ignore[assignment]
+    stuck_after_s: npt.NDArray[np.float64] = None  # type: ignore[assignment]
+    drift_detection: npt.NDArray[np.bool_] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        m = len(self.ids)
+        defaults = {
+            "on_delay_ms": np.zeros(m, np.int64),
+            "off_delay_ms": np.zeros(m, np.int64),
+            "trend_horizon_s": np.full(m, 300.0),
+            "max_rate_per_min": np.full(m, np.nan),
+            "max_gap_s": np.full(m, 120.0),
+            "stuck_after_s": np.full(m, np.nan),
+            "drift_detection": np.zeros(m, np.bool_),
+        }
+        for name, default in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -91,6 +111,8 @@ class SensorTable:
             max_rate_per_min=_or_nan([p.sensor.max_rate_per_min for p in places]),
             max_gap_s=np.array([p.sensor.max_gap_s for p in places], np.float64),
             stuck_after_s=_or_nan([p.sensor.effective_stuck_after_s() for p in places]),
+            drift_detection=np.array([p.sensor.effective_drift_detection() for p in places],
+                                     np.bool_),
         )
 
     def limit(self, name: str) -> npt.NDArray[np.float64]:

@@ -28,8 +28,10 @@ from alarms.events import AlarmEvent
 from alarms.from_detections import events_from_transitions
 from alarms.journal import AlarmJournal
 from detectors.batch import BatchBuilder
-from detectors.limits import POINTS, LimitDetector
+from detectors.decide import Transitions
+from detectors.limits import POINTS
 from detectors.sensor_table import SensorTable
+from detectors.suite import DetectorSuite
 from ingest.checkpoint import CheckpointFile, remap_state
 from ingest.decode_json import DecodeLimits, Rejection, decode_gateway_json_into
 from ingest.metrics import IngestMetrics
@@ -62,13 +64,14 @@ class MessageSource(Protocol):
 class PipelineConfig:
     flush_max_readings: int = 50_000
     flush_interval_s: float = 0.1
+    tick_interval_s: float = 1.0
     deadletter_topic: str = "plantwatch/deadletter"
     decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
 
 
 def restore_alarm_state(
     table: SensorTable,
-    detector: LimitDetector,
+    detector: DetectorSuite,
     journal: AlarmJournal,
     checkpoint: CheckpointFile,
 ) -> AlarmBoard:
@@ -81,7 +84,7 @@ def restore_alarm_state(
         for alarm in board.active():
             row = table.index.get(alarm.sensor)
             if row is not None and alarm.limit in POINTS:
-                detector.active[row, POINTS.index(alarm.limit)] = True
+                detector.limits.active[row, POINTS.index(alarm.limit)] = True
         return board
     cut = journal.truncate(saved.journal_offset)
     if cut:
@@ -102,7 +105,7 @@ class Pipeline:
         table: SensorTable,
         source: MessageSource,
         writer: StoreWriter,
-        detector: LimitDetector,
+        detector: DetectorSuite,
         board: AlarmBoard,
         journal: AlarmJournal,
         checkpoint: CheckpointFile,
@@ -125,6 +128,7 @@ class Pipeline:
         self._builder = BatchBuilder()
         self._messages: list[InboundMessage] = []
         self._topic_ours: dict[str, bool] = {}
+        self._next_tick = 0.0
         self._first_pending_at = 0.0
         self.flushes = 0
 
@@ -136,10 +140,10 @@ class Pipeline:
     async def run(self) -> None:
         cfg = self.config
         while True:
+            wait = max(0.0, self._next_tick - time.monotonic())
             if self._messages:
-                wait = max(0.0, self._first_pending_at + cfg.flush_interval_s - time.monotonic())
-            else:
-                wait = 1.0
+                wait = min(wait, max(0.0, self._first_pending_at + cfg.flush_interval_s
+                                     - time.monotonic()))
             messages = await self.source.receive(timeout_s=wait)
             if messages:
                 self.handle(messages)
@@ -149,6 +153,9 @@ class Pipeline:
                 or time.monotonic() >= self._first_pending_at + cfg.flush_interval_s
             ):
                 await self.flush()
+            if time.monotonic() >= self._next_tick:
+                self._next_tick = time.monotonic() + cfg.tick_interval_s
+                self.tick()
 
     def handle(self, messages: list[InboundMessage]) -> None:
         """Decode and validate messages into the pending batch; dead-letter rejects."""
@@ -203,6 +210,32 @@ class Pipeline:
             self.metrics.dead_letters.inc()
         log.debug("dead-lettered %d rejections from %s", len(rejections), msg.topic)
 
+    def tick(self) -> None:
+        """Judge silence (no-data faults) against the clock."""
+        self.detector.tick(int(self.clock() * 1000))
+        if len(self.detector.transitions):
+            self._record(self.detector.transitions)
+
+    def _record(self, transitions: Transitions) -> None:
+        """Journal the events, checkpoint the detectors, then announce.
+
+        Journal and checkpoint are both fsynced before the readings behind
+        them are acknowledged (the caller acks after this returns).
+        """
+        events: list[AlarmEvent] = []
+        if len(transitions):
+            events = [e for e in events_from_transitions(self.table, transitions)
+                      if self.board.apply(e)]
+        if events:
+            self.journal.append(events)
+            for e in events:
+                self.metrics.alarm_events.labels(e.action).inc()
+        self.checkpoint.save(self.detector.get_state(), self.table.ids, self.journal.size())
+        if events:
+            if self.on_alarm_events is not None:
+                self.on_alarm_events(events)
+            self.writer.submit_alarm_events(events)
+
     async def flush(self) -> None:
         """Detect, journal, checkpoint, announce, and hand the batch to the writer."""
         batch = self._builder.build()
@@ -211,26 +244,10 @@ class Pipeline:
         self.metrics.pending_readings.set(0)
         self.flushes += 1
 
-        events: list[AlarmEvent] = []
-        if len(batch):
-            self.detector.update(batch)
-            transitions = self.detector.transitions
-            if len(transitions):
-                events = [
-                    e for e in events_from_transitions(self.table, transitions)
-                    if self.board.apply(e)
-                ]
-            if events:
-                self.journal.append(events)
-                for e in events:
-                    self.metrics.alarm_events.labels(e.action).inc()
-            self.checkpoint.save(self.detector.get_state(), self.table.ids, self.journal.size())
-        if events:
-            if self.on_alarm_events is not None:
-                self.on_alarm_events(events)
-            self.writer.submit_alarm_events(events)
-
         received = min((m.received_ms for m in messages), default=0)
+        if len(batch):
+            self.detector.update(batch, received_ms=max(m.received_ms for m in messages))
+            self._record(self.detector.transitions)
 
         def acknowledge() -> None:
             self.source.ack(messages)

@@ -153,6 +153,7 @@ class SensorConfig(_Model):
     max_rate_per_min: float | None = Field(default=None, gt=0)
     max_gap_s: float = Field(default=120.0, gt=0)
     stuck_after_s: float | None = Field(default=None, gt=0)
+    drift_detection: bool | None = None
     description: str = ""
 
     @model_validator(mode="after")
@@ -231,6 +232,18 @@ class SensorConfig(_Model):
         if self.kind in ("pressure_kpa", "temperature_c", "level_pct", "flow_m3h"):
             return 900.0
         return None
+
+    def effective_drift_detection(self) -> bool:
+        """Whether drift warnings are raised; by default for gas detectors only.
+
+        Gas detectors drift (poisoned or ageing cells) and slow leaks show as
+        drift; process temperatures and pressures swing with the day and the
+        load, which a drift detector on a one-hour baseline rightly sees as
+        drift and an operator does not want to hear about.
+        """
+        if self.drift_detection is not None:
+            return self.drift_detection
+        return self.kind in ("combustible_lel", "toxic_ppm", "oxygen_pct")
 
     def effective_deadband(self) -> float:
         if self.deadband is not None:

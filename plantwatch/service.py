@@ -24,8 +24,8 @@ from alarms.events import AlarmEvent
 from alarms.journal import AlarmJournal
 from api.app import ApiServices, create_app
 from api.hub import EventHub
-from detectors.limits import LimitDetector
 from detectors.sensor_table import SensorTable
+from detectors.suite import DetectorSuite
 from ingest.checkpoint import CheckpointFile
 from ingest.decode_json import DecodeLimits
 from ingest.errors import StoreError
@@ -68,7 +68,7 @@ class Service:
         self.spool = Spool(state_dir / "spool.bin")
         self.journal = AlarmJournal(state_dir / "alarms.jsonl")
         self.checkpoint = CheckpointFile(state_dir / "detectors.npz")
-        self.detector = LimitDetector(self.table)
+        self.detector = DetectorSuite(self.table)
         self.board: AlarmBoard = restore_alarm_state(
             self.table, self.detector, self.journal, self.checkpoint
         )

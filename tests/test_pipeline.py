@@ -12,8 +12,8 @@ import pytest
 
 from alarms.journal import AlarmJournal
 from detectors.batch import ReadingBatch
-from detectors.limits import LimitDetector
 from detectors.sensor_table import SensorTable
+from detectors.suite import DetectorSuite
 from ingest.checkpoint import CheckpointFile
 from ingest.errors import StoreUnavailable
 from ingest.metrics import IngestMetrics
@@ -89,7 +89,7 @@ class Rig:
         self.spool = Spool(tmp_path / "spool.bin")
         self.journal = AlarmJournal(tmp_path / "alarms.jsonl")
         self.checkpoint = CheckpointFile(tmp_path / "det.npz")
-        self.detector = LimitDetector(TABLE)
+        self.detector = DetectorSuite(TABLE)
         self.board = restore_alarm_state(TABLE, self.detector, self.journal, self.checkpoint)
         self.writer = StoreWriter(self.store, self.spool, self.metrics, backoff_initial_s=0.05,
                                   backoff_max_s=0.2)

@@ -1,0 +1,640 @@
+"""Sensor faults: a stuck (flatlined) value, out of range, spikes, no data.
+
+Four small detectors, each keeping the contract of :mod:`detectors.base`, and
+the helpers they share with :mod:`detectors.drift`:
+
+* :func:`sensor_rounds` splits a batch into rounds (round k: the k-th reading
+  of each sensor, per sensor in timestamp order, as
+  :func:`detectors.rounds.order_by_sensor_time` does) without sorting for the
+  layouts gateways produce, and lists each round's rows in sensor order when
+  its sensors form a range, so detectors work on *slices* of their state;
+* :class:`RoundDetector` walks the rounds: it drops late, duplicate and
+  non-finite readings (score NaN, no state change), primes a sensor on its
+  first reading, and hands every other round to one vectorized step.
+
+Deciding rules (the suite's condition bank applies them, not these classes):
+
+=========  ===============================================  =====================
+detector   score                                            raised when
+=========  ===============================================  =====================
+stuck      seconds the value has stayed within ±tolerance   ≥ ``stuck_after_s``
+           of where its run started                         (NaN: not judged)
+range      span units beyond range_lo/hi ± margin           > 0
+spike      |x − median| / (1.4826·MAD), robust z-score      ≥ ``spike_z``
+no data    seconds since the last reading (``check``)       ≥ ``max_gap_s``
+=========  ===============================================  =====================
+
+The ``quality`` column is not consulted: which readings reach the detectors
+is the pipeline's decision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.base import State
+from detectors.batch import ReadingBatch
+from detectors.rounds import order_by_sensor_time
+from detectors.sensor_table import SensorTable
+
+__all__ = [
+    "NO_TS",
+    "NoDataDetector",
+    "RangeDetector",
+    "Round",
+    "RoundDetector",
+    "SpikeDetector",
+    "StuckDetector",
+    "sensor_rounds",
+]
+
+NO_TS = np.iinfo(np.int64).min
+"""``last_ts`` of a sensor never heard from."""
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Index = slice | npt.NDArray[np.intp]
+"""Rows of a batch or sensors of a table: a slice when contiguous, else an index array."""
+
+
+# -- rounds ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """The k-th reading of each sensor that has one, as one vectorized step.
+
+    Attributes
+    ----------
+    rows : slice or intp array
+        Batch rows of the readings.
+    sensors : slice or intp array
+        Their sensors, one per row and all different; a slice when they are a
+        contiguous range (rows are then listed in sensor order).
+    ts : int64 array
+        Event times, ms.
+    value : float64 array
+    finite : bool
+        Every value is finite (else detectors check per reading).
+    """
+
+    rows: Index
+    sensors: Index
+    ts: I64
+    value: F64
+    finite: bool
+
+
+def _as_array(index: Index) -> npt.NDArray[np.intp]:
+    if isinstance(index, slice):
+        return np.arange(index.start, index.stop, index.step or 1, dtype=np.intp)
+    return index
+
+
+def _in_sensor_order(
+    sensor: npt.NDArray[np.int32], increasing: bool
+) -> tuple[npt.NDArray[np.intp] | None, Index]:
+    """``(perm, sensors)`` for distinct sensors: ``perm`` (None: keep) lists rows in
+    sensor order when the sensors form a range, so that ``sensors`` is a slice."""
+    n = len(sensor)
+    lo, hi = (int(sensor[0]), int(sensor[-1])) if increasing else (
+        int(sensor.min()), int(sensor.max()))
+    if hi - lo + 1 != n:
+        return None, sensor.astype(np.intp)
+    if increasing:
+        return None, slice(lo, hi + 1)
+    perm = np.empty(n, np.intp)
+    perm[sensor - lo] = np.arange(n)
+    return perm, slice(lo, hi + 1)
+
+
+def _make_round(
+    rows: Index, sensors: Index, batch: ReadingBatch, ts: I64 | None = None,
+    value: F64 | None = None,
+) -> Round:
+    value = batch.value[rows] if value is None else value
+    ts = batch.ts[rows] if ts is None else ts
+    return Round(rows, sensors, ts, value, math.isfinite(float(value.sum())))
+
+
+def _blocks(
+    batch: ReadingBatch, width: int, head_rising: bool | None
+) -> tuple[Round, ...] | None:
+    """Rounds of a batch made of blocks of ``width`` rows, each holding the same
+    sensors in the same order (as a gateway sends one snapshot after another);
+    None if the batch is not laid out so. ``head_rising``: the first block's
+    sensors are known to rise (so they are distinct); None: not known."""
+    sensor, ts = batch.sensor, batch.ts
+    n = len(sensor)
+    per = n // width
+    if width * per != n:
+        return None
+    grid = sensor.reshape(per, width)
+    head = grid[0]
+    if not (grid[1:] == head).all():
+        return None
+    times = ts.reshape(per, width)
+    if not (times[1:] >= times[:-1]).all():  # a sensor's time goes back: sort instead
+        return None
+    if head_rising is None:
+        if int(np.bincount(head).max()) > 1:
+            return None
+        head_rising = bool((head[1:] > head[:-1]).all())
+    perm, sensors = _in_sensor_order(head, head_rising)
+    return tuple(
+        _make_round(slice(k * width, (k + 1) * width) if perm is None else perm + k * width,
+                    sensors, batch)
+        for k in range(per)
+    )
+
+
+def _runs(batch: ReadingBatch, per: int, head_rising: bool | None) -> tuple[Round, ...] | None:
+    """Rounds of a batch made of runs of ``per`` readings of one sensor each
+    (a gateway sending each sensor's recent readings together); None if the
+    batch is not laid out so."""
+    sensor, ts = batch.sensor, batch.ts
+    n = len(sensor)
+    width = n // per
+    if width * per != n:
+        return None
+    grid = sensor.reshape(width, per)
+    head = grid[:, 0]
+    if not (grid[:, 1:] == head[:, None]).all():
+        return None
+    times = ts.reshape(width, per)
+    if not (times[:, 1:] >= times[:, :-1]).all():
+        return None
+    if head_rising is None:
+        if int(np.bincount(head).max()) > 1:
+            return None
+        head_rising = bool((head[1:] > head[:-1]).all())
+    perm, sensors = _in_sensor_order(head, head_rising)
+    if perm is not None:
+        return tuple(_make_round(perm * per + k, sensors, batch) for k in range(per))
+    # One transposed copy makes every round's times and values contiguous.
+    ts_by_round = times.T.copy()
+    value_by_round = batch.value.reshape(width, per).T.copy()
+    return tuple(
+        _make_round(slice(k, n, per), sensors, batch, ts_by_round[k], value_by_round[k])
+        for k in range(per)
+    )
+
+
+def _plan(batch: ReadingBatch) -> tuple[Round, ...]:
+    sensor = batch.sensor
+    n = len(sensor)
+    if n == 0:
+        return ()
+    rising = sensor[1:] > sensor[:-1]
+    if n == 1 or bool(rising.all()):
+        return (_make_round(slice(0, n), _in_sensor_order(sensor, True)[1], batch),)
+    # Cheap guesses first: the first block ends where the sensor number first
+    # stops rising; the first run where the sensor first changes.
+    width = int(np.argmin(rising)) + 1
+    plan = _blocks(batch, width, True) if width > 1 else None
+    if plan is None:
+        changes = sensor[1:] != sensor[:-1]
+        first = int(np.argmax(changes))
+        plan = _runs(batch, first + 1 if changes[first] else n, None)
+    if plan is not None:
+        return plan
+    counts = np.bincount(sensor)
+    per = int(counts.max())
+    if per == 1:
+        perm, sensors = _in_sensor_order(sensor, False)
+        return (_make_round(slice(0, n) if perm is None else perm, sensors, batch),)
+    if per * np.count_nonzero(counts) == n:  # every sensor `per` times, blocks in any order
+        plan = _blocks(batch, n // per, None)
+        if plan is not None:
+            return plan
+    order, bounds = order_by_sensor_time(sensor, batch.ts)
+    rounds = []
+    for k in range(len(bounds) - 1):
+        rows = order[bounds[k] : bounds[k + 1]]
+        s = sensor[rows]  # ascending within a round
+        lo, hi = int(s[0]), int(s[-1])
+        rounds.append(_make_round(
+            rows, slice(lo, hi + 1) if hi - lo + 1 == len(s) else s.astype(np.intp), batch))
+    return tuple(rounds)
+
+
+_last_plan: tuple[ReadingBatch, tuple[Round, ...]] | None = None
+
+
+def sensor_rounds(batch: ReadingBatch) -> tuple[Round, ...]:
+    """The batch as rounds: round k holds the k-th reading (by time) of each sensor.
+
+    The same rounds as :func:`~detectors.rounds.order_by_sensor_time` (per
+    sensor, timestamp order, stable for ties). Batches with each sensor once,
+    or every sensor the same number of times in time blocks or sensor runs,
+    are recognised without sorting. The last plan is remembered (for the
+    same batch object: batches are immutable), so the detectors of a suite
+    plan a batch once.
+    """
+    global _last_plan
+    memo = _last_plan
+    if memo is not None and memo[0] is batch:
+        return memo[1]
+    plan = _plan(batch)
+    _last_plan = (batch, plan)
+    return plan
+
+
+# -- the shared walk -----------------------------------------------------------
+
+
+class RoundDetector:
+    """Base of the per-reading detectors: rounds, late readings, priming, state.
+
+    Subclasses list their per-sensor state in ``_state`` ((name, dtype) pairs;
+    each an attribute holding an array of shape (m,)) and implement
+    :meth:`_first` (a sensor's first reading) and :meth:`_step` (any later
+    reading). Both get one round of distinct sensors as a slice or an index
+    array, return the scores, and leave ``last_ts`` to this class.
+
+    A reading whose timestamp is not newer than its sensor's last processed
+    one (late or duplicate) or whose value is not finite scores NaN and
+    changes nothing.
+    """
+
+    name: str = "round"
+    _state: ClassVar[tuple[tuple[str, type[np.generic]], ...]] = ()
+
+    def __init__(self, table: SensorTable) -> None:
+        self.table = table
+        self.last_ts: I64 = np.full(len(table), NO_TS, np.int64)
+        self._unseen = len(table)  # sensors never heard from (derived from last_ts)
+
+    # -- state -------------------------------------------------------------
+    def _state_names(self) -> dict[str, type[np.generic]]:
+        return {**dict(self._state), "last_ts": np.int64}
+
+    def get_state(self) -> State:
+        return {name: getattr(self, name).copy() for name in self._state_names()}
+
+    def set_state(self, state: State) -> None:
+        m = len(self.table)
+        owner = type(self).__name__
+        names = self._state_names()
+        missing = sorted(set(names) - set(state))
+        if missing:
+            raise ValueError(f"{owner} state lacks {missing}; it holds {sorted(state)}")
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for name, dtype in names.items():
+            arr = np.array(state[name], dtype=dtype)
+            if arr.shape != (m,):
+                raise ValueError(
+                    f"{owner} state {name!r} has shape {arr.shape}, expected ({m},): the "
+                    "saved state belongs to a different sensor table; delete the checkpoint "
+                    "to start fresh"
+                )
+            arrays[name] = arr
+        for name, arr in arrays.items():
+            setattr(self, name, arr)
+        self._unseen = int(np.count_nonzero(self.last_ts == NO_TS))
+
+    # -- readings ----------------------------------------------------------
+    def update(self, batch: ReadingBatch) -> F64:
+        """Advance over ``batch``; return one score per row (NaN: late, duplicate,
+        non-finite or warming up)."""
+        plan = sensor_rounds(batch)
+        out: F64 | None = None
+        for r in plan:
+            rows, idx, ts, v = r.rows, r.sensors, r.ts, r.value
+            last = self.last_ts[idx]
+            ok = ts > last
+            if not r.finite:
+                ok &= np.isfinite(v)
+            if not ok.all():
+                keep = np.flatnonzero(ok)
+                if len(keep) == 0:
+                    continue
+                rows, idx = _as_array(rows)[keep], _as_array(idx)[keep]
+                ts, v, last = ts[keep], v[keep], last[keep]
+            if self._unseen and last.min() == NO_TS:
+                score = np.empty(len(ts))
+                new = last == NO_TS
+                fresh = np.flatnonzero(new)
+                seen = np.flatnonzero(~new)
+                idx = _as_array(idx)
+                self._unseen -= len(fresh)
+                score[fresh] = self._first(idx[fresh], ts[fresh], v[fresh])
+                if len(seen):
+                    score[seen] = self._step(idx[seen], ts[seen], v[seen], last[seen])
+            else:
+                score = self._step(idx, ts, v, last)
+            self.last_ts[idx] = ts
+            if len(plan) == 1 and isinstance(rows, slice) and rows == slice(0, len(batch)):
+                return score
+            if out is None:
+                out = np.full(len(batch), np.nan)
+            out[rows] = score
+        return np.full(len(batch), np.nan) if out is None else out
+
+    def _first(self, idx: npt.NDArray[np.intp], ts: I64, v: F64) -> F64:
+        """Prime the sensors ``idx`` with their first reading; return its score."""
+        raise NotImplementedError
+
+    def _step(self, idx: Index, ts: I64, v: F64, last: I64) -> F64:
+        """One later reading of each sensor ``idx`` (``last``: its previous time)."""
+        raise NotImplementedError
+
+
+def _per_sensor(value: float | npt.ArrayLike, m: int, what: str) -> F64:
+    arr = np.array(np.broadcast_to(np.asarray(value, np.float64), (m,)))
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError(f"{what} must be finite and ≥ 0 for every sensor, got {value!r}")
+    return arr
+
+
+# -- the detectors -------------------------------------------------------------
+
+
+class StuckDetector(RoundDetector):
+    """Flatline: seconds the value has stayed within ±tolerance of where it settled.
+
+    A run starts at a reading that differs from the run's first value (the
+    *anchor*) by more than ``tolerance``; the score of each reading is the
+    time since its run started (0 at the reading that moved). Comparing with
+    the anchor rather than with the previous reading means a slow creep in
+    sub-tolerance steps is movement, not a flat line.
+
+    The decision must only apply to sensors that normally show noise: a
+    process transmitter (pressure, temperature, level, flow) never reads the
+    same value for minutes, but a gas detector in clean air legitimately reads
+    a steady 0 (many suppress readings near zero), and an oxygen cell often a
+    steady 20.9. The suite decides with the table's per-sensor
+    ``stuck_after_s``, which is NaN (never raised) for those kinds unless the
+    config asks for it.
+
+    Parameters
+    ----------
+    table : SensorTable
+    min_stuck_s : float
+        Seconds stuck that make a fault, for a caller deciding on its own
+        (:attr:`min_stuck_s`); the suite uses the table's ``stuck_after_s``.
+    tolerance : float or array (m,), optional
+        Largest change still counted as "unchanged", in the sensor's unit.
+        Default: 1e-5 of the span, below one step of a 16-bit converter, so
+        any real noise moves the value.
+
+    Notes
+    -----
+    No warm-up: the first reading scores 0. State: ``anchor`` (float64),
+    ``run_start`` and ``last_ts`` (int64) per sensor, 24 bytes.
+    """
+
+    name = "stuck"
+    _state = (("anchor", np.float64), ("run_start", np.int64))
+
+    def __init__(
+        self,
+        table: SensorTable,
+        *,
+        min_stuck_s: float = 600.0,
+        tolerance: float | npt.ArrayLike | None = None,
+    ) -> None:
+        super().__init__(table)
+        m = len(table)
+        if not (math.isfinite(min_stuck_s) and min_stuck_s > 0):
+            raise ValueError(f"StuckDetector: min_stuck_s={min_stuck_s} must be finite and > 0")
+        span = table.range_hi - table.range_lo
+        self.tolerance = (1e-5 * span if tolerance is None
+                          else _per_sensor(tolerance, m, "StuckDetector: tolerance"))
+        self.min_stuck_s = float(min_stuck_s)
+        self.anchor: F64 = np.zeros(m)
+        self.run_start: I64 = np.zeros(m, np.int64)
+
+    def _first(self, idx: npt.NDArray[np.intp], ts: I64, v: F64) -> F64:
+        self.anchor[idx] = v
+        self.run_start[idx] = ts
+        return np.zeros(len(ts))
+
+    def _step(self, idx: Index, ts: I64, v: F64, last: I64) -> F64:
+        anchor = self.anchor[idx]
+        start = self.run_start[idx]
+        moved = np.abs(v - anchor) > self.tolerance[idx]
+        np.copyto(anchor, v, where=moved)
+        np.copyto(start, ts, where=moved)
+        if not isinstance(idx, slice):  # a slice gave views: already written
+            self.anchor[idx] = anchor
+            self.run_start[idx] = start
+        score = (ts - start).astype(np.float64)
+        score *= 1e-3
+        return score
+
+
+class RangeDetector(RoundDetector):
+    """Out of the calibrated range: span units beyond ``range_lo/hi ± margin``.
+
+    ``score = max(range_lo − margin − x, x − range_hi − margin, 0) / span``
+    with ``margin = margin_fraction · span``; 0 inside the tolerated band,
+    and the fault is ``score > 0``. A transmitter signals its own failure
+    this way: NAMUR NE 43 puts a 4–20 mA loop's fault currents below 3.6 mA
+    and above 21 mA, 2.5–6 % of the span outside it, while a healthy signal
+    may overshoot by up to 3 % (3.8–20.5 mA); a gas detector saturating
+    above full scale must read as a fault, never as "just high". A reading
+    pinned exactly at full scale is in range: the stuck detector sees that.
+
+    Stateless except ``last_ts`` (8 bytes per sensor), kept only so a late
+    reading scores NaN like in every other detector.
+    """
+
+    name = "range"
+    _state = ()
+
+    def __init__(self, table: SensorTable, *, margin_fraction: float = 0.02) -> None:
+        super().__init__(table)
+        if not (math.isfinite(margin_fraction) and margin_fraction >= 0):
+            raise ValueError(
+                f"RangeDetector: margin_fraction={margin_fraction} must be finite and ≥ 0")
+        span = table.range_hi - table.range_lo
+        self.low: F64 = table.range_lo - margin_fraction * span
+        self.high: F64 = table.range_hi + margin_fraction * span
+        self.inv_span: F64 = 1.0 / span
+
+    def _first(self, idx: npt.NDArray[np.intp], ts: I64, v: F64) -> F64:
+        return self._step(idx, ts, v, ts)
+
+    def _step(self, idx: Index, ts: I64, v: F64, last: I64) -> F64:
+        below = self.low[idx] - v
+        np.maximum(below, v - self.high[idx], out=below)
+        np.maximum(below, 0.0, out=below)
+        below *= self.inv_span[idx]
+        return below
+
+
+_MEDIAN_GAIN = math.sqrt(math.pi / 2)
+"""Median step in σ per unit weight: gives the sign update an EWMA's gain for
+small offsets (E sign(x − m) ≈ 0.798·δ/σ for Gaussian noise)."""
+_MAD_TO_SIGMA = 1.4826
+_MEAN_ABS_TO_MAD = 0.6744897501960817 / math.sqrt(2 / math.pi)
+"""MAD from a mean absolute deviation, for Gaussian noise (warm-up only)."""
+
+
+class SpikeDetector(RoundDetector):
+    """Spikes: a robust z-score against a streaming median and MAD.
+
+    ``score = |x − median| / (1.4826 · max(MAD, floor))``, the median and MAD
+    being those before the reading. Both are tracked by stochastic
+    approximation in O(1) per reading, with weight ``α = Δt/(tau_s + Δt)``::
+
+        median ← median + α·√(π/2)·σ̂·sign(x − median)       σ̂ = 1.4826·max(MAD, floor)
+        MAD    ← max(MAD·(1 + α·sign(|x − median| − MAD)), floor)
+
+    The fixed points are the median of x and the median of ``|x − median|``.
+    A reading moves the median by at most ``α·1.25·σ̂`` and the MAD by a
+    factor ``1 ± α`` however far out it is: a 20σ spike moves them as little
+    as a 2σ reading, so the next normal reading scores small. (For small
+    offsets the median's gain equals an EWMA's with the same weight.)
+
+    A real change also looks like a spike until the MAD has grown and the
+    median caught up: at 1 Hz and the default ``tau_s``, a 20σ level step
+    keeps z ≥ 8 for about 250 readings and a leak rising to 20 %LEL in 30 s
+    for about 600. Read the spike condition beside the limit and rate ones.
+
+    Warm-up: readings 1 … ``warmup`` score NaN while the median starts as
+    their running mean and the MAD as their running mean absolute deviation
+    (scaled to a MAD for Gaussian noise): sign updates need a scale to start.
+
+    Parameters
+    ----------
+    table : SensorTable
+    tau_s : float
+        Time constant of the median and MAD, seconds.
+    warmup : int
+        Readings per sensor before a score is given (≥ 2).
+    mad_floor_fraction : float
+        Floor on the MAD as a fraction of the span, so a quantized or very
+        quiet sensor does not divide by ~0 (0.1 %LEL for a 0–100 %LEL head).
+
+    Notes
+    -----
+    State: ``median``, ``mad`` (float64), ``count``, ``last_ts`` (int64) per
+    sensor, 32 bytes.
+    """
+
+    name = "spike"
+    _state = (("median", np.float64), ("mad", np.float64), ("count", np.int64))
+
+    def __init__(
+        self,
+        table: SensorTable,
+        *,
+        tau_s: float = 300.0,
+        warmup: int = 30,
+        mad_floor_fraction: float = 1e-3,
+    ) -> None:
+        super().__init__(table)
+        m = len(table)
+        if not (math.isfinite(tau_s) and tau_s > 0):
+            raise ValueError(f"SpikeDetector: tau_s={tau_s} must be finite and > 0")
+        if int(warmup) != warmup or warmup < 2:
+            raise ValueError(f"SpikeDetector: warmup={warmup} must be an integer ≥ 2")
+        if not (math.isfinite(mad_floor_fraction) and mad_floor_fraction > 0):
+            raise ValueError(
+                f"SpikeDetector: mad_floor_fraction={mad_floor_fraction} must be finite and > 0")
+        self.tau_s = float(tau_s)
+        self._tau_ms = 1000.0 * self.tau_s
+        self.warmup = int(warmup)
+        self.mad_floor: F64 = mad_floor_fraction * (table.range_hi - table.range_lo)
+        self.median: F64 = np.zeros(m)
+        self.mad: F64 = np.zeros(m)
+        self.count: I64 = np.zeros(m, np.int64)
+
+    def _first(self, idx: npt.NDArray[np.intp], ts: I64, v: F64) -> F64:
+        self.median[idx] = v
+        self.mad[idx] = 0.0
+        self.count[idx] = 1
+        return np.full(len(ts), np.nan)
+
+    def _step(self, idx: Index, ts: I64, v: F64, last: I64) -> F64:
+        median = self.median[idx]
+        mad = self.mad[idx]
+        count = self.count[idx]
+        floor = self.mad_floor[idx]
+        alpha = (ts - last).astype(np.float64)  # Δt, ms
+        alpha /= alpha + self._tau_ms
+        sigma = np.maximum(mad, floor)
+        sigma *= _MAD_TO_SIGMA
+        resid = v - median
+        dev = np.abs(resid)
+        score = dev / sigma
+        young = None
+        if count.min() < self.warmup:
+            young = np.flatnonzero(count < self.warmup)
+            n = count[young].astype(np.float64)
+            plain_median = median[young] + resid[young] / (n + 1.0)
+            target = dev[young] * (_MEAN_ABS_TO_MAD * np.sqrt(n / (n + 1.0)))
+            plain_mad = mad[young] + (target - mad[young]) / n
+        # robust updates, in place (views of the state when idx is a slice)
+        sigma *= alpha
+        sigma *= _MEDIAN_GAIN
+        sigma *= np.sign(resid)
+        median += sigma
+        dev -= mad
+        np.sign(dev, out=dev)
+        dev *= alpha
+        dev += 1.0
+        mad *= dev
+        np.maximum(mad, floor, out=mad)
+        count += 1
+        if young is not None:
+            median[young] = plain_median
+            mad[young] = plain_mad
+            score[young] = np.nan
+        if not isinstance(idx, slice):
+            self.median[idx] = median
+            self.mad[idx] = mad
+            self.count[idx] = count
+        return score
+
+
+class NoDataDetector(RoundDetector):
+    """No data for too long, judged against a clock value passed in.
+
+    :meth:`update` only records each sensor's last reading time; it scores
+    0.0 for a reading that advances it (the sensor's silence is 0 at that
+    moment) and NaN for a late, duplicate or non-finite reading, like every
+    detector. :meth:`check` gives the silence at any clock value, so a
+    sensor that stopped sending is caught while nothing arrives at all.
+
+    Parameters
+    ----------
+    table : SensorTable
+    max_gap_s : float or array (m,)
+        Longest silence before a no-data fault, seconds (:attr:`max_gap_s`;
+        the deciding rule is ``check(now) ≥ max_gap_s``).
+
+    Notes
+    -----
+    State: ``last_ts`` (int64), 8 bytes per sensor.
+    """
+
+    name = "nodata"
+    _state = ()
+
+    def __init__(self, table: SensorTable, *, max_gap_s: float | npt.ArrayLike = 60.0) -> None:
+        super().__init__(table)
+        self.max_gap_s = _per_sensor(max_gap_s, len(table), "NoDataDetector: max_gap_s")
+
+    def _first(self, idx: npt.NDArray[np.intp], ts: I64, v: F64) -> F64:
+        return np.zeros(len(ts))
+
+    def _step(self, idx: Index, ts: I64, v: F64, last: I64) -> F64:
+        return np.zeros(len(ts))
+
+    def check(self, now_ms: int) -> F64:
+        """Seconds since each sensor's last reading at clock ``now_ms``, shape (m,).
+
+        NaN for a sensor never heard from; negative when a reading is stamped
+        after ``now_ms`` (a gateway clock running ahead).
+        """
+        seen = self.last_ts != NO_TS
+        silent: F64 = np.where(seen, (now_ms - self.last_ts.astype(np.float64)) * 1e-3, np.nan)
+        return silent

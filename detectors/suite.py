@@ -1,0 +1,249 @@
+"""The univariate detector suite and its deciding step, over the whole sensor table.
+
+Every reading goes through every detector (limits, rate of change, predictive
+trend, drift, and the sensor-health checks); each yields a score, and one
+:class:`~detectors.decide.ConditionBank` turns the scores into conditions:
+
+========  ==========================  ===================  ==================
+condition score                       raised when          cleared when
+========  ==========================  ===================  ==================
+rate      rate of change, units/min   |rate| ≥ max         |rate| < 0.8·max
+trend     ETA to the next limit, s    ETA ≤ horizon        ETA > 1.25·horizon,
+                                                           or no ETA
+drift     CUSUM / threshold, while    ≥ 1                  < 0.5
+          the value is a deadband
+          or more off the baseline
+stuck     seconds unchanged           ≥ stuck_after_s      < 1 s (it moved)
+range     distance outside range      > 0                  back inside
+spike     robust z of the previous    ≥ ``spike_z``, and   the next reading
+          reading, once this one is   this reading back
+          back                        below ``spike_z``/2
+nodata    seconds since last reading  ≥ max_gap_s          a reading arrives
+========  ==========================  ===================  ==================
+
+A drift must matter in engineering units as well as statistically: the CUSUM
+notices shifts far smaller than anything an operator acts on (a daily swing
+of a few tenths of a percent, the clipped noise of a gas detector at zero), so
+the drift condition also needs the value to be at least the sensor's deadband
+away from its baseline.
+
+A leak is not a drift: while a sensor has a limit alarm or a trend warning
+active, and for ``drift_holdoff_s`` after they clear, its drift condition is
+not raised and its drift baseline is re-anchored after each batch, so the
+return to background after an incident is not reported as a drift either.
+(That re-anchoring happens at batch ends, so unlike the detectors themselves
+the suite's drift decisions around an incident depend on batch boundaries.)
+
+A spike is an *isolated* outlier: it is only confirmed when the next reading
+is back near the median. A genuine leak or step keeps the robust z-score high
+for many readings while the median catches up, and must not be called a
+sensor fault.
+
+Limit alarms (ll/l/h/hh) are decided inside :class:`LimitDetector` with the
+sensor's deadband and on/off delays. ``rate`` needs a configured
+``max_rate_per_min``, ``stuck`` a ``stuck_after_s`` (process transmitters
+get one by default) and ``drift`` ``drift_detection`` (gas detectors by
+default); elsewhere the condition never raises.
+
+No-data is the one clock-driven judgement: :meth:`DetectorSuite.update` is
+told when the batch *arrived* (``received_ms``; event time is used when it is
+not given, as in a backtest), and :meth:`DetectorSuite.tick` judges silence
+against a clock value passed in, so it fires when nothing arrives at all. A
+sensor never heard from counts from the first tick. Arrival time, not event
+time, because a gateway whose clock runs a few minutes slow is not silent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.base import State
+from detectors.batch import ReadingBatch
+from detectors.decide import CONDITIONS, NO_TS, ConditionBank, Transitions
+from detectors.drift import DriftDetector
+from detectors.health import NoDataDetector, RangeDetector, SpikeDetector, StuckDetector
+from detectors.limits import LimitDetector
+from detectors.rate import RateOfChangeDetector
+from detectors.rounds import fresh_rounds
+from detectors.sensor_table import SensorTable
+from detectors.trend import TrendDetector
+
+__all__ = ["SCORED", "DetectorSuite"]
+
+SCORED = ("rate", "trend", "drift", "stuck", "range", "spike")
+"""The conditions decided from scores, in the bank's column order."""
+_CODE = np.array([CONDITIONS.index(c) for c in SCORED], np.int8)
+_NODATA = np.int8(CONDITIONS.index("nodata"))
+_TREND = SCORED.index("trend")
+_RATE = SCORED.index("rate")
+_TINY = 1e-12
+
+
+class DetectorSuite:
+    """All univariate detectors of the table, decided into condition transitions.
+
+    After :meth:`update` (or :meth:`tick`), :attr:`transitions` holds every
+    condition that changed, limit alarms included.
+    """
+
+    name = "suite"
+
+    def __init__(
+        self, table: SensorTable, *, spike_z: float = 8.0, drift_holdoff_s: float = 1800.0
+    ) -> None:
+        self.table = table
+        m = len(table)
+        self.limits = LimitDetector(table)
+        self.rate = RateOfChangeDetector(table)
+        self.trend = TrendDetector(table)
+        self.drift = DriftDetector(table)
+        self.stuck = StuckDetector(table)
+        self.range = RangeDetector(table)
+        self.spike = SpikeDetector(table)
+        self.nodata = NoDataDetector(table, max_gap_s=table.max_gap_s)
+        ones = np.ones(m)
+        horizon = table.trend_horizon_s
+        drift_on = np.where(table.drift_detection, 1.0, np.nan)
+        enter = np.column_stack([table.max_rate_per_min, horizon, drift_on, table.stuck_after_s,
+                                 _TINY * ones, spike_z * ones])
+        leave = np.column_stack([0.8 * table.max_rate_per_min, 1.25 * horizon, 0.5 * ones,
+                                 ones, _TINY * ones, 0.5 * spike_z * ones])
+        zero_delay = np.zeros(m, np.int64)
+        self.bank = ConditionBank(
+            enter, leave, np.array([True, False, True, True, True, True]),
+            zero_delay, zero_delay,
+            nan_clears=np.array([False, True, False, False, False, True]),
+        )
+        self.nodata_bank = ConditionBank(
+            table.max_gap_s[:, None].copy(), table.max_gap_s[:, None].copy(),
+            np.array([True]), zero_delay, zero_delay,
+        )
+        self.spike_z = spike_z
+        self.prev_spike_z = np.zeros(m, np.float64)
+        self.drift_holdoff_ms = int(drift_holdoff_s * 1000)
+        self.drift_hold_until = np.full(m, NO_TS, np.int64)
+        self.last_ts = np.full(m, NO_TS, np.int64)
+        self.first_tick_ms = np.array(NO_TS, np.int64)
+        self.transitions = Transitions.empty()
+
+    @property
+    def _parts(self) -> dict[str, LimitDetector | RateOfChangeDetector | TrendDetector
+                              | DriftDetector | StuckDetector | RangeDetector | SpikeDetector
+                              | NoDataDetector | ConditionBank]:
+        return {
+            "limits": self.limits, "rate": self.rate, "trend": self.trend,
+            "drift": self.drift, "stuck": self.stuck, "range": self.range,
+            "spike": self.spike, "nodata": self.nodata, "bank": self.bank,
+            "nodata_bank": self.nodata_bank,
+        }
+
+    # -- state -------------------------------------------------------------
+    def get_state(self) -> State:
+        state: State = {"last_ts": self.last_ts.copy(),
+                        "first_tick_ms": self.first_tick_ms.copy(),
+                        "prev_spike_z": self.prev_spike_z.copy(),
+                        "drift_hold_until": self.drift_hold_until.copy()}
+        for prefix, part in self._parts.items():
+            for key, arr in part.get_state().items():
+                state[f"{prefix}.{key}"] = arr
+        return state
+
+    def set_state(self, state: State) -> None:
+        for prefix, part in self._parts.items():
+            part.set_state({k.split(".", 1)[1]: v for k, v in state.items()
+                            if k.startswith(prefix + ".")})
+        last_ts = np.asarray(state["last_ts"], np.int64)
+        if last_ts.shape != self.last_ts.shape:
+            raise ValueError(
+                f"suite state 'last_ts' has shape {last_ts.shape}, expected "
+                f"{self.last_ts.shape}: the saved state belongs to a different sensor table"
+            )
+        self.last_ts = last_ts.copy()
+        self.first_tick_ms = np.asarray(state["first_tick_ms"], np.int64).copy()
+        self.prev_spike_z = np.asarray(state["prev_spike_z"], np.float64).copy()
+        self.drift_hold_until = np.asarray(state["drift_hold_until"], np.int64).copy()
+
+    # -- readings ----------------------------------------------------------
+    def update(
+        self, batch: ReadingBatch, received_ms: int | None = None
+    ) -> dict[str, npt.NDArray[np.float64]]:
+        """Run every detector over ``batch`` and decide; return each detector's scores."""
+        scores = {
+            "limits": self.limits.update(batch),
+            "rate": self.rate.update(batch),
+            "trend": self.trend.update(batch),
+            "drift": self.drift.update(batch),
+            "stuck": self.stuck.update(batch),
+            "range": self.range.update(batch),
+            "spike": self.spike.update(batch),
+        }
+        if received_ms is None:
+            self.nodata.update(batch)
+        else:
+            arrived = np.full(len(batch), received_ms, np.int64)
+            self.nodata.update(ReadingBatch(batch.sensor, arrived, batch.value, batch.quality))
+        x_all = np.column_stack([np.abs(scores["rate"]), *(scores[c] for c in SCORED[1:])])
+        t = self.table
+        parts = [self.limits.transitions]
+        spike_col = SCORED.index("spike")
+        drift_col = SCORED.index("drift")
+        trend_col = SCORED.index("trend")
+        held: list[npt.NDArray[np.int32]] = []
+        for rows, s, ts in fresh_rounds(batch, self.last_ts):
+            x = x_all[rows]
+            busy = self.limits.active[s].any(axis=1) | self.bank.active[s, trend_col]
+            self.drift_hold_until[s] = np.where(busy, ts + self.drift_holdoff_ms,
+                                                self.drift_hold_until[s])
+            hold = ts <= self.drift_hold_until[s]
+            off_baseline = np.abs(batch.value[rows] - self.drift.baseline[s])
+            x[:, drift_col] = np.where((off_baseline >= t.deadband[s]) & ~hold,
+                                       x[:, drift_col], 0.0)
+            if hold.any():
+                held.append(s[hold])
+            z = np.nan_to_num(x[:, spike_col], nan=0.0)
+            x[:, spike_col] = np.where(z < 0.5 * self.spike_z, self.prev_spike_z[s], 0.0)
+            self.prev_spike_z[s] = z
+            r, p, raised = self.bank.step(s, ts, x)
+            if not len(r):
+                continue
+            sr, rr = s[r], rows[r]
+            value = batch.value[rr]
+            setpoint = self.bank.setpoints(sr, p, raised)
+            score = x[r, p]
+            score[p == _RATE] = scores["rate"][rr][p == _RATE]  # signed, units/min
+            trend = p == _TREND
+            if trend.any():
+                # The limit being approached: the next one from the trend's own
+                # level in the direction of its own slope (what the ETA used).
+                level = self.trend.level[sr]
+                up = self.trend.slope_per_s[sr] >= 0
+                above = np.where(level < t.h[sr], t.h[sr], t.hh[sr])
+                below = np.where(level > t.l[sr], t.l[sr], t.ll[sr])
+                setpoint[trend] = np.where(up, above, below)[trend]
+            parts.append(Transitions(sr, ts[r], value, _CODE[p], raised, setpoint, score))
+        if held:
+            self.drift.rebaseline(np.unique(np.concatenate(held)))
+        self.transitions = Transitions.concat(parts)
+        return scores
+
+    # -- the clock ---------------------------------------------------------
+    def tick(self, now_ms: int) -> Transitions:
+        """Judge silence at ``now_ms``; the no-data changes are also left in
+        :attr:`transitions`."""
+        if self.first_tick_ms == NO_TS:
+            self.first_tick_ms = np.array(now_ms, np.int64)
+        silent_s = self.nodata.check(now_ms)
+        never = np.isnan(silent_s)
+        silent_s = np.where(never, (now_ms - int(self.first_tick_ms)) / 1000.0, silent_s)
+        m = len(self.table)
+        sensors = np.arange(m, dtype=np.int32)
+        r, p, raised = self.nodata_bank.step(
+            sensors, np.full(m, now_ms, np.int64), silent_s[:, None]
+        )
+        self.transitions = Transitions(
+            sensors[r], np.full(len(r), now_ms, np.int64), np.full(len(r), np.nan),
+            np.full(len(r), _NODATA, np.int8), raised,
+            self.nodata_bank.setpoints(sensors[r], p, raised), silent_s[r],
+        )
+        return self.transitions

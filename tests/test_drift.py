@@ -1,0 +1,225 @@
+"""Drift detector: a plain reference, the detector contract, and the plant cases
+it exists for (a slow leak, a calibration step, a steady day without a false call)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.batch import ReadingBatch
+from detectors.drift import DriftDetector
+from tests.test_health import (
+    LEL,
+    T0,
+    TABLE,
+    Reference,
+    Stream,
+    as_batch,
+    check_chunks,
+    check_late_readings,
+    check_not_mutated_and_permutation,
+    check_reference,
+    check_round_trip,
+    check_state_rejects_other_table,
+    lel_noise,
+    one_sensor,
+    readings,
+    span,
+)
+
+M = len(TABLE)
+
+
+class DriftRef(Reference):
+    """The module docstring's equations, one reading at a time."""
+
+    fields: ClassVar[dict[str, float | int]] = {
+        "last_value": 0.0, "baseline": 0.0, "mean_step": 0.0, "baseline_weight": 0.0,
+        "step_weight": 0.0, "cusum_up": 0.0, "cusum_down": 0.0, "count": 0,
+    }
+
+    def __init__(self, tau: float = 3600.0, k: float = 0.5, h: float = 16.0, warmup: int = 120,
+                 freeze_fraction: float = 0.5, floor_fraction: float = 1e-3,
+                 signed: bool = False) -> None:
+        super().__init__()
+        self.tau, self.k, self.h, self.warmup = tau, k, h, warmup
+        self.freeze = freeze_fraction * h
+        self.floor = [floor_fraction * span(s) for s in range(M)]
+        self.signed = signed
+
+    def first(self, s: int, ts: int, v: float) -> float:
+        for name, value in (("last_value", v), ("baseline", v), ("mean_step", 0.0),
+                            ("baseline_weight", 1.0), ("step_weight", 0.0),
+                            ("cusum_up", 0.0), ("cusum_down", 0.0), ("count", 1)):
+            self.st[name][s] = value
+        return math.nan
+
+    def step(self, s: int, ts: int, v: float, last: int) -> float:
+        g = {name: values[s] for name, values in self.st.items()}
+        tau_ms = 1000.0 * self.tau
+        decay = tau_ms / ((ts - last) + tau_ms)
+        sigma = max(g["mean_step"] * (math.sqrt(math.pi) / 2), self.floor[s])
+        resid = v - g["baseline"]
+        z = resid / sigma
+        up = max(g["cusum_up"] + (z - self.k), 0.0)
+        down = max(g["cusum_down"] - (z + self.k), 0.0)
+        young = g["count"] < self.warmup
+        if young:
+            up = down = 0.0
+        peak = max(up, down)
+        wd = g["step_weight"] * decay + 1.0
+        mean_step = g["mean_step"] + (abs(v - g["last_value"]) - g["mean_step"]) / wd
+        wb = g["baseline_weight"] * decay + 1.0
+        baseline = g["baseline"] + resid / wb if peak < self.freeze else g["baseline"]
+        for name, value in (("last_value", v), ("baseline", baseline), ("mean_step", mean_step),
+                            ("baseline_weight", wb), ("step_weight", wd), ("cusum_up", up),
+                            ("cusum_down", down), ("count", g["count"] + 1)):
+            self.st[name][s] = value
+        if young:
+            return math.nan
+        score = peak * (1.0 / self.h)
+        return float(-score if self.signed and down > up else score)
+
+
+
+
+def make() -> DriftDetector:
+    """Small time constant and thresholds, so short streams warm up, detect and freeze."""
+    return DriftDetector(TABLE, baseline_tau_s=20.0, k_sigmas=0.5, h_sigmas=3.0, warmup=3)
+
+
+def make_ref(signed: bool = False) -> DriftRef:
+    return DriftRef(tau=20.0, k=0.5, h=3.0, warmup=3, signed=signed)
+
+
+@settings(max_examples=150, deadline=None)
+@given(stream=readings)
+def test_equals_reference_in_any_row_order(stream: Stream) -> None:
+    check_reference(make, make_ref(), stream)
+
+
+@settings(max_examples=80, deadline=None)
+@given(stream=readings)
+def test_signed_scores_equal_reference(stream: Stream) -> None:
+    got = make().update_signed(as_batch(stream))
+    want = np.array(make_ref(signed=True).run(stream))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(np.abs(got), make().update(as_batch(stream)), strict=False)
+
+
+@settings(max_examples=80, deadline=None)
+@given(stream=readings, cuts=st.lists(st.integers(0, 80), max_size=8))
+def test_chunk_invariance(stream: Stream, cuts: list[int]) -> None:
+    check_chunks(make, stream, cuts)
+
+
+@settings(max_examples=50, deadline=None)
+@given(stream=readings, cut=st.integers(0, 80))
+def test_state_round_trip_and_pickle(stream: Stream, cut: int) -> None:
+    check_round_trip(make, stream, cut)
+
+
+def test_input_not_mutated_and_permutation() -> None:
+    check_not_mutated_and_permutation(make, seed=5)
+
+
+def test_late_duplicate_and_nan_readings_change_nothing() -> None:
+    check_late_readings(make, warm=3)
+
+
+def test_state_from_another_table_is_refused() -> None:
+    check_state_rejects_other_table(make)
+
+
+def test_warm_up_counts_readings_even_at_exactly_zero() -> None:
+    det = DriftDetector(TABLE, warmup=5)
+    score = det.update(one_sensor(LEL, np.arange(8), np.zeros(8)))
+    assert np.isnan(score[:5]).all()
+    assert (score[5:] == 0.0).all()  # a sensor reading 0.0 is scored, and steady
+    assert det.count[LEL] == 8
+
+
+@pytest.mark.parametrize("bad", [{"warmup": 1}, {"h_sigmas": 0.0}, {"baseline_tau_s": -1.0},
+                                 {"k_sigmas": math.nan}, {"freeze_fraction": 0.0}])
+def test_bad_parameters_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="DriftDetector"):
+        DriftDetector(TABLE, **bad)
+
+
+# -- the plant cases -----------------------------------------------------------------
+
+GAS = [LEL, TABLE.index["LEL-2"], TABLE.index["H2S-1"]]  # 0–100 range each
+
+
+def run_hours(det: DriftDetector, rng: np.random.Generator, hours: float,
+              offset: Callable[[np.ndarray], np.ndarray] | None = None,
+              from_hour: int = 0) -> np.ndarray:
+    """Feed 1 Hz readings of 0.5 ± 0.3 %LEL (plus ``offset(t_s)``) to the GAS sensors,
+    an hour per batch; return signed scores, shape (seconds, sensors)."""
+    out = []
+    for start in range(from_hour * 3600, int((from_hour + hours) * 3600), 3600):
+        t = np.arange(start, start + 3600)
+        extra = np.zeros(3600) if offset is None else offset(t)
+        values = lel_noise(rng, 3600 * len(GAS)).reshape(3600, len(GAS)) + extra[:, None]
+        batch = ReadingBatch.from_columns(
+            np.tile(GAS, 3600), np.repeat(T0 + 1000 * t, len(GAS)), values.ravel())
+        out.append(det.update_signed(batch).reshape(3600, len(GAS)))
+    return np.concatenate(out)
+
+
+def first_detection(scores: np.ndarray) -> np.ndarray:
+    hit = np.abs(np.nan_to_num(scores)) >= 1
+    return np.where(hit.any(axis=0), hit.argmax(axis=0), -1)
+
+
+def test_a_steady_day_gives_no_detection() -> None:
+    det = DriftDetector(TABLE)
+    scores = run_hours(det, np.random.default_rng(2024), 24)
+    assert np.isnan(scores[:120]).all() and not np.isnan(scores[120:]).any()
+    assert (first_detection(scores) == -1).all()
+    assert np.nanmax(np.abs(scores)) < 1
+    # the scale learnt is the noise, the baseline its mean
+    np.testing.assert_allclose(det.mean_step[GAS] * math.sqrt(math.pi) / 2, 0.29, rtol=0.1)
+    np.testing.assert_allclose(det.baseline[GAS], 0.52, atol=0.05)
+
+
+def test_a_slow_leak_of_1_pct_lel_per_hour_is_detected_within_hours() -> None:
+    det = DriftDetector(TABLE)
+    start = 2 * 3600
+    scores = run_hours(det, np.random.default_rng(7), 6,
+                       lambda t: np.where(t >= start, (t - start) / 3600.0, 0.0))
+    found = first_detection(scores)
+    assert (found > start).all() and (found < start + 3 * 3600).all(), found - start
+    assert (scores[found, range(len(GAS))] > 0).all()  # upwards
+    assert (scores[-1] > 1).all()  # and still detected: the baseline did not chase it
+
+
+@pytest.mark.parametrize("offset", [1.0, -0.4])
+def test_a_calibration_step_is_detected_with_its_direction(offset: float) -> None:
+    det = DriftDetector(TABLE)
+    start = 2 * 3600
+    scores = run_hours(det, np.random.default_rng(9), 4,
+                       lambda t: np.where(t >= start, offset, 0.0))
+    found = first_detection(scores)
+    assert (found >= start).all() and (found < start + 600).all(), found - start
+    assert (np.sign(scores[found, range(len(GAS))]) == np.sign(offset)).all()
+    assert (np.abs(scores[-1]) > 1).all()  # held while the offset lasts
+
+
+def test_rebaseline_accepts_a_new_level() -> None:
+    det = DriftDetector(TABLE, warmup=10)
+    rng = np.random.default_rng(1)
+    run_hours(det, rng, 1)
+    scores = run_hours(det, rng, 1, lambda t: np.full(len(t), 2.0), from_hour=1)
+    assert (scores[-1] > 1).all()
+    det.rebaseline(GAS)
+    after = run_hours(det, rng, 1, lambda t: np.full(len(t), 2.0), from_hour=2)
+    assert np.isnan(after[:10]).all()
+    assert np.nanmax(np.abs(after)) < 1
