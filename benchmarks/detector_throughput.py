@@ -97,26 +97,31 @@ def time_suite(m: int, per_sensor: int, min_seconds: float) -> tuple[float, floa
     return samples / elapsed, 1e6 * elapsed / n, state_bytes
 
 
-def reference_rate(m: int, per_sensor: int, n_batches: int) -> float:
-    """samples/s of the plain per-reading references, run as one suite would."""
-    refs = reference_functions()
-    table = make_table(m)
+def reference_rate(n_readings: int = 3000) -> float:
+    """samples/s of the plain per-reading references of every detector in the suite.
+
+    The references are the ones the contract tests hold the vectorized
+    detectors to (``tests/test_*.py``), each on its own test plant; a sample
+    costs the sum of what each reference spends on it.
+    """
+    from tests import test_drift, test_health, test_limits, test_rate, test_trend
+
     rng = np.random.default_rng(0)
-    batches = make_batches(table, per_sensor, n_batches, rng)
-    stream = [(int(s), int(t), float(v)) for b in batches
-              for s, t, v in zip(b.sensor, b.ts, b.value, strict=True)]
+    m = len(test_limits.TABLE)
+    stream = [(int(i % m), 1_764_000_000_000 + 1000 * (i // m), float(v))
+              for i, v in enumerate(rng.normal(10.0, 1.0, n_readings))]
+    runs: list[Callable[[], object]] = [
+        lambda: test_limits.reference(stream, test_limits.TABLE),
+        lambda: test_rate.reference_rates(stream),
+        lambda: test_trend.reference_etas(stream, test_trend.TABLE, test_trend.DEFAULTS),
+        lambda: test_drift.make_ref().run(stream),
+        *(lambda make_ref=make_ref: make_ref().run(stream)
+          for _, make_ref in test_health.CASES.values()),
+    ]
     t0 = time.perf_counter()
-    for ref in refs.values():
-        ref(table, stream)
-    return len(stream) / (time.perf_counter() - t0)
-
-
-def reference_functions() -> dict[str, Callable[[SensorTable, list[tuple[int, int, float]]],
-                                                  object]]:
-    """The per-reading references of the contract tests, one per detector."""
-    from tests import test_limits
-
-    return {"limits": lambda table, stream: test_limits.reference(stream, table)}
+    for run in runs:
+        run()
+    return n_readings / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -125,7 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     min_s = 0.5 if args.quick else 2.0
     sizes = (100, 10_000) if args.quick else (100, 10_000, 100_000)
-    ref = reference_rate(100, 10, 20)
+    ref = reference_rate()
     print(f"plain-Python reference (all detectors, per reading): {ref:,.0f} samples/s\n")
     hdr = (f"{'sensors':>8} {'readings/sensor':>16} {'samples/s':>14} {'µs/batch':>10} "
            f"{'× reference':>12} {'state B/sensor':>15}")

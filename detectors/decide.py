@@ -35,6 +35,7 @@ from detectors.base import State
 __all__ = ["CONDITIONS", "NO_TS", "ConditionBank", "Transitions"]
 
 NO_TS = np.iinfo(np.int64).min
+_NONE = (np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.bool_))
 
 CONDITIONS = ("ll", "l", "h", "hh", "rate", "trend", "drift", "stuck", "range", "spike",
               "nodata")
@@ -135,6 +136,7 @@ class ConditionBank:
         self._sign = np.where(upper, 1.0, -1.0)
         self._enter_s = enter * self._sign
         self._leave_s = leave * self._sign
+        self._busy = np.zeros(m, np.bool_)  # any point active or timing a delay
 
     def get_state(self) -> State:
         return {"active": self.active.copy(), "since": self.since.copy()}
@@ -149,6 +151,7 @@ class ConditionBank:
                     "table; delete the checkpoint to start fresh"
                 )
             setattr(self, name, arr.copy())
+        self._busy = self.active.any(axis=1) | (self.since != NO_TS).any(axis=1)
 
     def setpoints(
         self, sensor: npt.NDArray[np.int32], point: npt.NDArray[np.intp],
@@ -170,34 +173,42 @@ class ConditionBank:
         by row, then as ``severity`` says.
         """
         s = sensor
+        n = len(s)
+        # A round usually covers a block of consecutive sensors (a gateway's
+        # message, or the whole plant): index with a slice then, not a gather.
+        idx: slice | npt.NDArray[np.int32] = s
+        if n and int(s[-1]) - int(s[0]) + 1 == n and (n == 1 or bool((np.diff(s) == 1).all())):
+            idx = slice(int(s[0]), int(s[0]) + n)
         xs = (x[:, None] if x.ndim == 1 else x) * self._sign
-        beyond = xs >= self._enter_s[s]
-        act = self.active[s]
-        since = self.since[s]
-        if not act.any():
-            # Steady state, the common case: nothing active anywhere in the round.
-            if not beyond.any() and (since == NO_TS).all():
-                return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.bool_)
-            cond = beyond
-        else:
-            back = xs < self._leave_s[s]
-            if self.nan_clears.any():
-                back |= np.isnan(xs) & self.nan_clears
-            cond = np.where(act, back, beyond)
-        ts2 = ts[:, None]
+        beyond = xs >= self._enter_s[idx]
+        # Only sensors with a point beyond its threshold, active, or timing a
+        # delay can change; in steady state that is almost none of them.
+        hot = beyond.any(axis=1) | self._busy[idx]
+        if not hot.any():
+            return _NONE
+        h = np.flatnonzero(hot)
+        sh = s[h]
+        xs_h = xs[h]
+        act = self.active[sh]
+        since = self.since[sh]
+        back = xs_h < self._leave_s[sh]
+        if self.nan_clears.any():
+            back |= np.isnan(xs_h) & self.nan_clears
+        cond = np.where(act, back, beyond[h])
+        ts2 = ts[h, None]
         since = np.where(cond, np.where(since == NO_TS, ts2, since), NO_TS)
-        delay = np.where(act, self.off_delay_ms[s, None], self.on_delay_ms[s, None])
+        delay = np.where(act, self.off_delay_ms[sh, None], self.on_delay_ms[sh, None])
         flip = cond & (ts2 - since >= delay)
-        if not flip.any():
-            self.since[s] = since
-            return np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.bool_)
         act ^= flip
         since[flip] = NO_TS
-        self.active[s] = act
-        self.since[s] = since
+        self.active[sh] = act
+        self.since[sh] = since
+        self._busy[sh] = act.any(axis=1) | (since != NO_TS).any(axis=1)
+        if not flip.any():
+            return _NONE
         r, p = np.nonzero(flip)
         raised = act[r, p]
         sev = self.severity[p]
         key = (r * 64 + np.where(raised, sev, 31 - sev)) * 2 + self.upper[p]
         o = np.argsort(key, kind="stable")
-        return r[o], p[o], raised[o]
+        return h[r[o]], p[o], raised[o]

@@ -50,16 +50,17 @@ def fresh_rounds(
 ) -> Iterator[tuple[npt.NDArray[np.intp], npt.NDArray[np.int32], npt.NDArray[np.int64]]]:
     """Yield ``(rows, sensor, ts)`` round by round, keeping only fresh readings.
 
-    A reading is fresh when its timestamp is newer than its sensor's entry in
-    ``last_ts``; late and duplicate readings are dropped, so they never move a
-    detector. ``last_ts`` is advanced (in place) as the rounds are consumed.
+    A reading is fresh when its value is finite and its timestamp is newer
+    than its sensor's entry in ``last_ts``; late, duplicate and non-finite
+    readings are dropped, so they never move a detector. ``last_ts`` is
+    advanced (in place) as the rounds are consumed.
     """
     order, bounds = order_by_sensor_time(batch.sensor, batch.ts)
     for k in range(len(bounds) - 1):
         rows = order[bounds[k] : bounds[k + 1]]
         s = batch.sensor[rows]
         ts = batch.ts[rows]
-        fresh = ts > last_ts[s]
+        fresh = (ts > last_ts[s]) & np.isfinite(batch.value[rows])
         if not fresh.all():
             rows, s, ts = rows[fresh], s[fresh], ts[fresh]
             if len(rows) == 0:
