@@ -43,7 +43,7 @@ def _mspc(table: SensorTable) -> MspcDetector:
     rng = np.random.default_rng(0)
     base = rng.normal(size=(300, 1))
     normal = np.hstack([base + 0.3 * rng.normal(size=(300, 1)) for _ in range(3)]) * [2, 2, 50]
-    return MspcDetector(rows, PcaMonitor(n_components=1).fit(normal + [3, 3, 500]))
+    return MspcDetector(rows, PcaMonitor(n_components=1).fit(normal + np.array([3, 3, 500])))
 
 
 REGISTRY: dict[str, Callable[[SensorTable], Any]] = {
