@@ -57,6 +57,7 @@ test: system-deps $(VENV)/.installed-test
 ## bench: throughput figures beside baselines measured in the same run
 bench: system-deps $(VENV)/.installed-test
 	$(BIN)/python benchmarks/ingest_throughput.py
+	$(BIN)/python benchmarks/detector_throughput.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

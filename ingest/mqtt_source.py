@@ -98,7 +98,7 @@ class MqttSource:
         *,
         qos: int = 1,
         clean_session: bool = False,
-        max_pending: int = 20_000,
+        max_pending: int = 5_000,
         keepalive_s: int = 30,
         connect_timeout_s: float = 15.0,
     ) -> None:
