@@ -120,7 +120,7 @@ def test_session_influxd_answers_ping(influxdb: InfluxD) -> None:
 def test_mosquitto_starts_fast_and_stops_by_pid(tmp_path: Path) -> None:
     started = time.monotonic()
     broker = Mosquitto.start(tmp_path)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 10.0
     assert broker.running and not _gone(broker.pid)
     assert (tmp_path / "mosquitto.conf").is_file()
     config = broker.config_path.read_text()
@@ -134,7 +134,7 @@ def test_mosquitto_starts_fast_and_stops_by_pid(tmp_path: Path) -> None:
 def test_influxd_starts_fast_and_stops_by_pid(tmp_path: Path) -> None:
     started = time.monotonic()
     with InfluxD.start(tmp_path) as server:
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 10.0
         assert httpx.get(f"{server.url}/ping").status_code == 204
         pid = server.pid
         for name in ("meta", "data"):  # wal/ appears with the first write
