@@ -63,7 +63,7 @@ from detectors.batch import ReadingBatch
 from detectors.decide import CONDITIONS, NO_TS, ConditionBank, Transitions
 from detectors.drift import DriftDetector
 from detectors.health import NoDataDetector, RangeDetector, SpikeDetector, StuckDetector
-from detectors.limits import LimitDetector
+from detectors.limits import POINTS, LimitDetector
 from detectors.rate import RateOfChangeDetector
 from detectors.rounds import fresh_rounds
 from detectors.sensor_table import SensorTable
@@ -163,6 +163,23 @@ class DetectorSuite:
         self.first_tick_ms = np.asarray(state["first_tick_ms"], np.int64).copy()
         self.prev_spike_z = np.asarray(state["prev_spike_z"], np.float64).copy()
         self.drift_hold_until = np.asarray(state["drift_hold_until"], np.int64).copy()
+
+    def restore_active(self, conditions: list[tuple[str, str]]) -> None:
+        """Mark ``(sensor id, condition)`` pairs active, e.g. from the alarm board
+        when no checkpoint exists, so nothing active is raised a second time and
+        each still clears normally. Unknown sensors and conditions are ignored."""
+        state = self.get_state()
+        columns = {
+            **{c: ("limits.active", i) for i, c in enumerate(POINTS)},
+            **{c: ("bank.active", i) for i, c in enumerate(SCORED)},
+            "nodata": ("nodata_bank.active", 0),
+        }
+        for sensor, condition in conditions:
+            row = self.table.index.get(sensor)
+            if row is not None and condition in columns:
+                key, col = columns[condition]
+                state[key][row, col] = True
+        self.set_state(state)
 
     # -- readings ----------------------------------------------------------
     def update(

@@ -73,16 +73,29 @@ def remap_state(
     fresh: dict[str, npt.NDArray[Any]],
     ids: list[str],
 ) -> dict[str, npt.NDArray[Any]]:
-    """Carry per-sensor state over to a table whose sensors may have changed."""
-    if saved_ids == ids:
-        return saved
+    """Carry saved state over to the current detectors, whatever changed since.
+
+    Per-sensor arrays (first axis = sensors) keep the rows of the sensors that
+    are still configured, matched by id; new sensors start fresh. Other arrays
+    (a clock, say) are taken as saved when their shape still fits. Keys the
+    saved state lacks (a detector added since) start fresh; keys the
+    detectors no longer have are dropped.
+    """
     where = {sid: i for i, sid in enumerate(saved_ids)}
     new_rows = np.array([i for i, sid in enumerate(ids) if sid in where], dtype=np.intp)
     old_rows = np.array([where[sid] for sid in ids if sid in where], dtype=np.intp)
-    out = {}
+    out: dict[str, npt.NDArray[Any]] = {}
     for name, arr in fresh.items():
-        merged = arr.copy()
-        if name in saved and len(new_rows):
-            merged[new_rows] = saved[name][old_rows]
-        out[name] = merged
+        old = saved.get(name)
+        if old is None:
+            out[name] = arr
+        elif arr.ndim and old.ndim and len(arr) == len(ids) and len(old) == len(saved_ids):
+            merged = arr.copy()
+            if len(new_rows):
+                merged[new_rows] = old[old_rows]
+            out[name] = merged
+        elif old.shape == arr.shape:
+            out[name] = old
+        else:
+            out[name] = arr
     return out

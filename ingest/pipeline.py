@@ -29,11 +29,11 @@ from alarms.from_detections import events_from_transitions
 from alarms.journal import AlarmJournal
 from detectors.batch import BatchBuilder
 from detectors.decide import Transitions
-from detectors.limits import POINTS
 from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
 from ingest.checkpoint import CheckpointFile, remap_state
 from ingest.decode_json import DecodeLimits, Rejection, decode_gateway_json_into
+from ingest.decode_lp import decode_line_protocol_into
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_source import InboundMessage
 from ingest.writer import StoreWriter, WriteJob
@@ -81,10 +81,7 @@ def restore_alarm_state(
         # No checkpoint (first start, or it was deleted): take the limit levels
         # from the active alarms so nothing active is raised a second time.
         board = journal.rebuild()
-        for alarm in board.active():
-            row = table.index.get(alarm.sensor)
-            if row is not None and alarm.limit in POINTS:
-                detector.limits.active[row, POINTS.index(alarm.limit)] = True
+        detector.restore_active([(a.sensor, a.limit) for a in board.active()])
         return board
     cut = journal.truncate(saved.journal_offset)
     if cut:
@@ -174,11 +171,7 @@ class Pipeline:
                 # they never subscribed to; they are not ours to judge.
                 continue
             if msg.topic.endswith("/lp"):
-                rejections = [Rejection(
-                    "unsupported_format",
-                    "InfluxDB line protocol on plant/<site>/lp is not decoded yet (issue 5); "
-                    "publish the JSON gateway format",
-                )]
+                rejections = decode_line_protocol_into(msg.payload, index, now_ms, limits, out)
             else:
                 rejections = decode_gateway_json_into(msg.payload, index, now_ms, limits, out)
             if rejections:

@@ -113,3 +113,55 @@ def test_checkpoint_round_trip_and_remap(tmp_path) -> None:
     remapped = remap_state(loaded.state, loaded.sensor_ids, fresh, ["c", "x", "a"])
     assert remapped["level"].tolist() == [0, 0, 1]
     assert remapped["last_ts"].tolist() == [7, -1, 5]
+
+
+def test_checkpoint_of_the_whole_suite_survives_a_config_change(tmp_path) -> None:
+    """Adding, removing and reordering sensors keeps the state of those kept."""
+    from detectors.batch import ReadingBatch as Batch
+    from detectors.sensor_table import SensorTable
+    from detectors.suite import DetectorSuite
+    from plantwatch.config import parse_plant
+    from tests.plants import small_plant_data
+
+    data = small_plant_data()
+    table = SensorTable.from_config(parse_plant(data))
+    suite = DetectorSuite(table)
+    suite.tick(1_000)
+    lel = table.index["LEL-1"]
+    suite.update(Batch.from_columns([lel, lel], [1_000, 2_000], [30.0, 60.0]))
+    cp = CheckpointFile(tmp_path / "det.npz")
+    cp.save(suite.get_state(), table.ids, 0)
+
+    sensors = data["sites"][0]["workshops"][0]["areas"][0]["sensors"]
+    sensors.reverse()
+    sensors.pop(0)  # drop one sensor (PT-1)
+    sensors.append({"id": "NEW-1", "kind": "combustible_lel", "range": [0, 100]})
+    table2 = SensorTable.from_config(parse_plant(data))
+    suite2 = DetectorSuite(table2)
+    loaded = cp.load()
+    assert loaded is not None
+    suite2.set_state(remap_state(loaded.state, loaded.sensor_ids, suite2.get_state(), table2.ids))
+    row = table2.index["LEL-1"]
+    assert suite2.limits.active[row].tolist() == [False, False, True, True]
+    assert int(suite2.first_tick_ms) == 1_000
+    assert not suite2.limits.active[table2.index["NEW-1"]].any()
+    # and the restored alarm still clears
+    suite2.update(Batch.from_columns([row], [3_000], [1.0]))
+    assert not suite2.limits.active[row].any()
+
+
+def test_alarms_restored_without_checkpoint_clear_normally() -> None:
+    from detectors.batch import ReadingBatch as Batch
+    from detectors.sensor_table import SensorTable
+    from detectors.suite import DetectorSuite
+    from tests.plants import small_plant
+
+    table = SensorTable.from_config(small_plant())
+    suite = DetectorSuite(table)
+    suite.restore_active([("LEL-1", "h"), ("LEL-1", "trend"), ("NOPE", "h"), ("O2-1", "nodata")])
+    lel = table.index["LEL-1"]
+    assert suite.limits.active[lel].tolist() == [False, False, True, False]
+    suite.update(Batch.from_columns([lel], [1_000], [1.0]))
+    cleared = {(int(s), int(c)) for s, c, a in zip(suite.transitions.sensor,
+               suite.transitions.condition, suite.transitions.active, strict=True) if not a}
+    assert (lel, 2) in cleared  # h cleared on the first normal reading
