@@ -27,7 +27,7 @@ from alarms.board import AlarmBoard
 from alarms.events import AlarmEvent
 from alarms.from_detections import events_from_transitions
 from alarms.journal import AlarmJournal
-from detectors.batch import BatchBuilder
+from detectors.batch import BatchBuilder, ReadingBatch
 from detectors.decide import Transitions
 from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
@@ -41,6 +41,8 @@ from ingest.writer import StoreWriter, WriteJob
 __all__ = ["MessageSource", "Pipeline", "PipelineConfig", "restore_alarm_state"]
 
 log = logging.getLogger(__name__)
+
+MAX_DEAD_LETTERS_PER_MESSAGE = 100
 
 
 class MessageSource(Protocol):
@@ -141,7 +143,8 @@ class Pipeline:
             if self._messages:
                 wait = min(wait, max(0.0, self._first_pending_at + cfg.flush_interval_s
                                      - time.monotonic()))
-            messages = await self.source.receive(timeout_s=wait)
+            # A bounded bite, so a flush follows soon after the batch is full.
+            messages = await self.source.receive(max_messages=1000, timeout_s=wait)
             if messages:
                 self.handle(messages)
             self.metrics.source_queue_depth.set(self.source.pending)
@@ -188,20 +191,43 @@ class Pipeline:
         return ours
 
     def _dead_letter(self, msg: InboundMessage, rejections: list[Rejection]) -> None:
+        """One dead letter per rejection, up to ``MAX_DEAD_LETTERS_PER_MESSAGE``;
+        past that one summary with the count per reason (all are counted)."""
         for rej in rejections:
             if rej.index is None:
                 self.metrics.messages_rejected.labels(rej.reason).inc()
             else:
                 self.metrics.readings_rejected.labels(rej.reason).inc()
+        for rej in rejections[:MAX_DEAD_LETTERS_PER_MESSAGE]:
             letter = rej.to_dead_letter(msg.topic, msg.payload, msg.received_ms)
             try:
                 body = orjson.dumps(letter)
             except TypeError:
                 letter["reading"] = repr(letter.get("reading"))
                 body = orjson.dumps(letter)
-            self.source.publish(self.config.deadletter_topic, body, qos=1)
-            self.metrics.dead_letters.inc()
-        log.debug("dead-lettered %d rejections from %s", len(rejections), msg.topic)
+            self._publish_dead_letter(body)
+        if len(rejections) > MAX_DEAD_LETTERS_PER_MESSAGE:
+            by_reason: dict[str, int] = {}
+            for rej in rejections[MAX_DEAD_LETTERS_PER_MESSAGE:]:
+                by_reason[rej.reason] = by_reason.get(rej.reason, 0) + 1
+            self._publish_dead_letter(orjson.dumps({
+                "topic": msg.topic, "reason": "more_rejections",
+                "detail": f"{sum(by_reason.values())} more rejected readings in this message",
+                "by_reason": by_reason, "received_ms": msg.received_ms,
+            }))
+
+    def _publish_dead_letter(self, body: bytes) -> None:
+        self.source.publish(self.config.deadletter_topic, body, qos=1)
+        self.metrics.dead_letters.inc()
+
+    def dead_letter_refused(self, batch: ReadingBatch, detail: str) -> None:
+        """Readings the store refused (a 4xx): one dead letter naming them."""
+        ids = sorted({self.table.ids[s] for s in batch.sensor.tolist()})
+        self._publish_dead_letter(orjson.dumps({
+            "topic": None, "reason": "store_refused", "detail": detail,
+            "readings": len(batch), "sensors": ids[:100],
+            "ts_range": [int(batch.ts.min()), int(batch.ts.max())] if len(batch) else None,
+        }))
 
     def tick(self) -> None:
         """Judge silence (no-data faults) against the clock."""

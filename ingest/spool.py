@@ -35,6 +35,17 @@ _HEADER = struct.Struct("<4sII")
 _BYTES_PER_READING = 4 + 8 + 8 + 1
 
 
+def _record_end(data: bytes, pos: int) -> int | None:
+    """End of the whole, intact record starting at ``pos``, or None."""
+    if pos + _HEADER.size > len(data):
+        return None
+    magic, n, crc = _HEADER.unpack_from(data, pos)
+    end: int = pos + _HEADER.size + n * _BYTES_PER_READING
+    if magic != _MAGIC or end > len(data) or zlib.crc32(data[pos + _HEADER.size : end]) != crc:
+        return None
+    return end
+
+
 class Spool:
     """Append-only, fsynced spool file at ``path``."""
 
@@ -51,24 +62,38 @@ class Spool:
         self.readings = self._count_readings()
 
     def _recover(self) -> int:
-        """Find the end of the last whole record; cut off anything after it."""
+        """Check every record; rewrite the file without damaged ones.
+
+        A damaged record at the end is a torn append (a crash before its fsync
+        returned, so before any ack): it is cut off. A damaged record in the
+        middle (disk corruption) is skipped up to the next whole record, so the
+        acknowledged records after it are kept.
+        """
         self._fh.seek(0)
         data = self._fh.read()
+        good: list[bytes] = []
         pos = 0
-        while pos + _HEADER.size <= len(data):
-            magic, n, crc = _HEADER.unpack_from(data, pos)
-            end = pos + _HEADER.size + n * _BYTES_PER_READING
-            if magic != _MAGIC or end > len(data):
-                break
-            if zlib.crc32(data[pos + _HEADER.size : end]) != crc:
-                break
+        while pos < len(data):
+            end = _record_end(data, pos)
+            if end is None:
+                nxt = data.find(_MAGIC, pos + 1)
+                while nxt >= 0 and _record_end(data, nxt) is None:
+                    nxt = data.find(_MAGIC, nxt + 1)
+                skip_to = len(data) if nxt < 0 else nxt
+                self.torn_bytes_dropped += skip_to - pos
+                pos = skip_to
+                continue
+            good.append(data[pos:end])
             pos = end
-        if pos < len(data):
-            self.torn_bytes_dropped = len(data) - pos
-            self._fh.truncate(pos)
+        if self.torn_bytes_dropped:
+            kept = b"".join(good)
+            self._fh.seek(0)
+            self._fh.truncate(0)
+            self._fh.write(kept)
             self._fh.flush()
             os.fsync(self._fh.fileno())
-        return pos
+            return len(kept)
+        return len(data)
 
     def _count_readings(self) -> int:
         total = 0
@@ -85,10 +110,6 @@ class Spool:
     def empty(self) -> bool:
         """True when every record has been replayed (or none was written)."""
         return self._read_offset >= self._size
-
-    @property
-    def bytes_pending(self) -> int:
-        return self._size - self._read_offset
 
     def append(self, batch: ReadingBatch) -> None:
         """Write one record and fsync; durable when this returns."""

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from alarms.events import AlarmEvent
 from detectors.batch import ReadingBatch
-from ingest.errors import StoreRejected, StoreUnavailable
+from ingest.backoff import Backoff
+from ingest.errors import SpoolError, StoreRejected, StoreUnavailable
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 from ingest.store import ReadingStore
@@ -96,7 +96,14 @@ class StoreWriter:
             tg.create_task(self._write_alarm_events(), name="alarm-event-writer")
 
     def _to_spool(self, job: WriteJob) -> None:
-        self.spool.append(job.batch)
+        """Spool the batch and acknowledge it; if even the spool fails (disk full),
+        leave it unacknowledged: the broker keeps it and delivers it again."""
+        try:
+            self.spool.append(job.batch)
+        except SpoolError as exc:
+            log.error("%s; %d readings left unacknowledged at the broker", exc, len(job.batch))
+            self.metrics.store_write_errors.labels("spool").inc()
+            return
         self.metrics.readings_spooled.inc(len(job.batch))
         self.metrics.spool_readings.set(self.spool.readings)
         self._spool_wake.set()
@@ -121,6 +128,11 @@ class StoreWriter:
                     self._refused(job.batch, exc)
                     job.on_durable()
                     continue
+                except Exception as exc:  # a store bug must not stop ingest
+                    log.exception("unexpected error from the store; spooling")
+                    self._mark_down(exc)
+                    self._to_spool(job)
+                    continue
                 self.metrics.store_write_seconds.observe(time.perf_counter() - started)
                 self.metrics.readings_stored.inc(len(job.batch))
                 job.on_durable()
@@ -142,19 +154,19 @@ class StoreWriter:
             self.on_refused(batch, str(exc))
 
     async def _drain_spool(self) -> None:
-        backoff = self.backoff_initial_s
+        backoff = Backoff(self.backoff_initial_s, self.backoff_max_s)
         while True:
             await self._spool_wake.wait()
             self._spool_wake.clear()
             while not self.spool.empty:
-                batch, offset = self.spool.peek()
+                # Large peeks: the store splits them over its connection pool, so
+                # the spool drains faster than live traffic arrives.
+                batch, offset = self.spool.peek(max_readings=400_000)
                 try:
                     await self.store.write(batch)
-                except StoreUnavailable as exc:
+                except (StoreUnavailable, OSError) as exc:
                     self._mark_down(exc)
-                    # Full jitter: many services restarting at once do not stampede.
-                    await asyncio.sleep(random.uniform(0, backoff))
-                    backoff = min(backoff * 2, self.backoff_max_s)
+                    await asyncio.sleep(backoff.next())
                     continue
                 except StoreRejected as exc:
                     self._refused(batch, exc)
@@ -162,24 +174,23 @@ class StoreWriter:
                     self.metrics.readings_stored.inc(len(batch))
                 self.spool.commit(offset, len(batch))
                 self.metrics.spool_readings.set(self.spool.readings)
-                backoff = self.backoff_initial_s
+                backoff.reset()
             if not self.store_up:
                 log.info("store is back; spool drained")
             self.store_up = True
             self.metrics.store_up.set(1)
 
     async def _write_alarm_events(self) -> None:
-        backoff = self.backoff_initial_s
+        backoff = Backoff(self.backoff_initial_s, self.backoff_max_s)
         while True:
             events = await self._alarm_events.get()
             while True:
                 try:
                     await self.store.write_alarm_events(events)
-                    backoff = self.backoff_initial_s
+                    backoff.reset()
                     break
                 except StoreUnavailable:
-                    await asyncio.sleep(random.uniform(0, backoff))
-                    backoff = min(backoff * 2, self.backoff_max_s)
+                    await asyncio.sleep(backoff.next())
                 except StoreRejected as exc:
                     log.error("store refused %d alarm events: %s", len(events), exc)
                     break

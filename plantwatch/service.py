@@ -26,6 +26,7 @@ from api.app import ApiServices, create_app
 from api.hub import EventHub
 from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
+from ingest.backoff import Backoff
 from ingest.checkpoint import CheckpointFile
 from ingest.decode_json import DecodeLimits
 from ingest.errors import StoreError
@@ -105,6 +106,7 @@ class Service:
             ),
             on_alarm_events=self._announce,
         )
+        self.writer.on_refused = self.pipeline.dead_letter_refused
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._api_socket: socket.socket | None = None
@@ -185,6 +187,8 @@ class Service:
     async def _try_start_store(self) -> bool:
         try:
             await asyncio.wait_for(self.store.start(), 15)
+            self.writer.store_up = True
+            self.metrics.store_up.set(1)
             return True
         except (StoreError, TimeoutError) as exc:
             log.warning("store not reachable at start-up (%s); spooling meanwhile", exc)
@@ -194,10 +198,9 @@ class Service:
 
     async def _start_store(self) -> None:
         """Keep trying to start the store; meanwhile readings go to the spool."""
-        delay = 0.5
-        while not await self._try_start_store():
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+        backoff = Backoff(0.5, 30.0)
+        while not await self._try_start_store():  # noqa: ASYNC110 - a retry, not a wait
+            await asyncio.sleep(backoff.next())
 
     async def run(self) -> None:
         self.bind_api()
@@ -209,8 +212,9 @@ class Service:
         server = _ApiServer(config)
         try:
             async with self.source, asyncio.TaskGroup() as tg:
+                store_start = None
                 if not await self._try_start_store():
-                    tg.create_task(self._start_store(), name="store-start")
+                    store_start = tg.create_task(self._start_store(), name="store-start")
                 writer = tg.create_task(self.writer.run(), name="store-writer")
                 pipeline = tg.create_task(self.pipeline.run(), name="pipeline")
                 api = tg.create_task(server.serve(sockets=[self._api_socket]), name="api")
@@ -229,6 +233,8 @@ class Service:
                 server.should_exit = True
                 await api
                 writer.cancel()
+                if store_start is not None:
+                    store_start.cancel()
         finally:
             await self.store.close()
             self.spool.close()

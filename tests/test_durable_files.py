@@ -165,3 +165,22 @@ def test_alarms_restored_without_checkpoint_clear_normally() -> None:
     cleared = {(int(s), int(c)) for s, c, a in zip(suite.transitions.sensor,
                suite.transitions.condition, suite.transitions.active, strict=True) if not a}
     assert (lel, 2) in cleared  # h cleared on the first normal reading
+
+
+def test_spool_skips_a_corrupt_record_in_the_middle(tmp_path) -> None:
+    path = tmp_path / "s.bin"
+    spool = Spool(path)
+    spool.append(batch(3))
+    first_end = path.stat().st_size
+    spool.append(batch(4, start=10))
+    spool.append(batch(2, start=20))
+    spool.close()
+    raw = bytearray(path.read_bytes())
+    raw[first_end + 20] ^= 0xFF  # damage the second record's body
+    path.write_bytes(bytes(raw))
+    reopened = Spool(path)
+    assert reopened.torn_bytes_dropped > 0
+    assert reopened.readings == 5
+    kept, _ = reopened.peek()
+    assert kept.ts.tolist() == [0, 1, 2, 20, 21]  # the records after the damage survive
+    reopened.close()

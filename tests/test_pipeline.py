@@ -152,20 +152,27 @@ async def test_bad_input_is_dead_lettered_and_loop_survives(tmp_path) -> None:
     async with rig.running():
         rig.source.feed("plant/s1/gw", b"{garbage")
         rig.source.feed("plant/s1/gw", gateway(NOW, LEL_1=1.0, NOPE=2.0))
-        rig.source.feed("plant/s1/lp", b"lel,sensor=LEL-1 value=1 1")
+        # line protocol: timestamp 1 (auto precision: seconds) is far too old; the
+        # good line of the same message is kept
+        rig.source.feed("plant/s1/lp", b"lel,sensor=LEL-1 value=1 1\n"
+                        + f"lel,sensor=PT-1 value=500,quality=0i {NOW}".encode())
         rig.source.feed("elsewhere/retained", b"not ours")  # amqtt-style foreign retained
         mid = rig.source.feed("plant/s1/gw", gateway(NOW + 1, LEL_1=2.0))
         await until(lambda: mid in rig.source.acked)
         await until(lambda: len(rig.source.acked) == 5)
         letters = [orjson.loads(p) for t, p in rig.source.published]
         assert [x["reason"] for x in letters] == [
-            "malformed_json", "unknown_sensor", "unsupported_format"]
+            "malformed_json", "unknown_sensor", "timestamp_too_old"]
         assert letters[1]["reading"] == {"sensor": "NOPE", "value": 2.0}
-        assert await rig.store.count_readings() == 2
+        assert letters[2]["topic"] == "plant/s1/lp"
+        assert (letters[2]["index"], letters[2]["reading"]) == (0, "lel,sensor=LEL-1 value=1 1")
+        assert await rig.store.count_readings() == 3
         samples = {(s.name, tuple(s.labels.items())): s.value
                    for m in rig.metrics.registry.collect() for s in m.samples}
         rejected = ("plantwatch_readings_rejected_total", (("reason", "unknown_sensor"),))
         assert samples[rejected] == 1
+        too_old = ("plantwatch_readings_rejected_total", (("reason", "timestamp_too_old"),))
+        assert samples[too_old] == 1
         malformed = ("plantwatch_messages_rejected_total", (("reason", "malformed_json"),))
         assert samples[malformed] == 1
         assert samples[("plantwatch_dead_letters_total", ())] == 3
@@ -243,3 +250,19 @@ async def test_every_accepted_reading_reaches_the_store(tmp_path, n_messages) ->
     await store.start()
     assert await store.count_readings() == n_messages * len(TABLE)
     await store.close()
+
+
+async def test_a_flood_of_bad_readings_is_capped_with_a_summary(tmp_path) -> None:
+    rig = Rig(tmp_path)
+    async with rig.running():
+        doc = {"ts": NOW, "readings": [{"sensor": f"X{i}", "value": 1.0} for i in range(250)]
+               + [{"sensor": "LEL-1", "value": 1.0}]}
+        mid = rig.source.feed("plant/s1/gw", doc)
+        await until(lambda: mid in rig.source.acked)
+    letters = [orjson.loads(p) for _, p in rig.source.published]
+    assert len(letters) == 101
+    assert letters[-1]["reason"] == "more_rejections"
+    assert letters[-1]["by_reason"] == {"unknown_sensor": 150}
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for m in rig.metrics.registry.collect() for s in m.samples}
+    assert samples[("plantwatch_readings_rejected_total", (("reason", "unknown_sensor"),))] == 250
