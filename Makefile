@@ -6,8 +6,20 @@ BIN     = $(VENV)/bin
 
 .PHONY: demo test lint typecheck unit bench system-deps clean
 
+# Stock Debian ships python3 without venv/ensurepip (package python3-venv).
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "plantwatch needs Python >= 3.11 ($(PYTHON) is older); set PYTHON=python3.11"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing python3-venv (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv \
+	      && $(PYTHON) -m venv $(VENV); \
+	  else \
+	    echo "cannot create a virtualenv: install it with  sudo apt-get install -y python3-venv"; \
+	    exit 1; \
+	  fi; }
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
