@@ -20,7 +20,7 @@ A NaN ``enter`` disables a point. A NaN input meets no raise condition; with
 more — a trend no longer heading for a limit — ends its warning).
 
 The bank decides; it does not pick readings: callers pass one row per sensor
-(a "round", see :func:`detectors.limits.order_by_sensor_time`).
+(a "round", see :func:`detectors.rounds.order_by_sensor_time`).
 """
 
 from __future__ import annotations

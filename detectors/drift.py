@@ -78,7 +78,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.batch import ReadingBatch
-from detectors.health import F64, I64, Index, RoundDetector
+from detectors.rounds import F64, I64, Index, RoundDetector
 from detectors.sensor_table import SensorTable
 
 __all__ = ["DriftDetector"]

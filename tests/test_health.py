@@ -22,16 +22,8 @@ from hypothesis import strategies as st
 
 from detectors.base import Detector
 from detectors.batch import ReadingBatch
-from detectors.health import (
-    NO_TS,
-    NoDataDetector,
-    RangeDetector,
-    RoundDetector,
-    SpikeDetector,
-    StuckDetector,
-    sensor_rounds,
-)
-from detectors.rounds import order_by_sensor_time
+from detectors.health import NoDataDetector, RangeDetector, SpikeDetector, StuckDetector
+from detectors.rounds import NO_TS, RoundDetector, order_by_sensor_time, sensor_rounds
 from detectors.sensor_table import SensorTable
 from tests.plants import small_plant
 
