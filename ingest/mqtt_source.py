@@ -8,13 +8,22 @@ twice the messages per second (``benchmarks/ingest_throughput.py``).
 
 The bridge: paho's thread appends each message to a deque and wakes the
 asyncio consumer only when it is asleep, so the cost per message is an append,
-not a cross-thread call. When the consumer falls behind by ``max_pending``
-messages, paho's thread waits: that stops reading the socket, TCP pushes back,
-and the broker queues (its ``max_queued_messages`` must allow it; see
-``plantwatch.localservers``). Nothing is dropped here.
+not a cross-thread call.
 
-Session: MQTT 3.1.1 with a fixed client id and ``clean_session=False`` so the
-broker keeps subscriptions and queues QoS 1 messages while we are away.
+Flow control: with MQTT 5 (the default) the client announces a Receive
+Maximum of ``max_pending``, so the broker never has more unacknowledged
+messages out to us than the inbox holds; since a message is acknowledged only
+after its readings are durable, the inbox can never overflow and paho's
+network thread never waits (it keeps answering pings while the store is
+slow). With MQTT 3.1.1 (the embedded demo broker speaks nothing newer)
+there is no such limit, so when the consumer falls behind by ``max_pending``
+messages paho's thread waits instead: TCP pushes back and the broker queues.
+Either way nothing is dropped here (the broker's ``max_queued_messages`` must
+allow the backlog; see ``plantwatch.localservers``).
+
+Session: a fixed client id and a persistent session (MQTT 5: clean start off
+with a session expiry; 3.1.1: ``clean_session=False``), so the broker keeps
+subscriptions and queues QoS 1 messages while we are away.
 Reconnects use paho's exponential backoff (the one place that does).
 Acknowledgements are tied to the connection that delivered the message; after
 a reconnect the broker redelivers unacknowledged messages, so acks of the old
@@ -36,6 +45,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from ingest.errors import IngestError
 
@@ -101,7 +112,13 @@ class MqttSource:
         max_pending: int = 5_000,
         keepalive_s: int = 30,
         connect_timeout_s: float = 15.0,
+        protocol: str = "5",
+        session_expiry_s: int = 30 * 86_400,
     ) -> None:
+        if protocol not in ("5", "3.1.1"):
+            raise ValueError(f"MQTT protocol {protocol!r} is not supported; use '5' or '3.1.1'")
+        self.protocol = protocol
+        self.session_expiry_s = session_expiry_s
         self.address = parse_broker_url(url)
         self.url = url
         self.client_id = client_id
@@ -115,6 +132,7 @@ class MqttSource:
         self.generation = 0
         self.messages_received = 0
         self.reconnects = 0
+        self.network_waits = 0
         self._inbox: collections.deque[InboundMessage] = collections.deque()
         self._room = threading.Condition()
         self._consumer_waiting = False
@@ -125,13 +143,16 @@ class MqttSource:
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=self.clean_session,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
-        )
+        if self.protocol == "5":
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                protocol=mqtt.MQTTv5, manual_ack=True,
+            )
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                clean_session=self.clean_session, protocol=mqtt.MQTTv311, manual_ack=True,
+            )
         if self.address.username:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
@@ -171,6 +192,7 @@ class MqttSource:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if len(self._inbox) >= self.max_pending:
+            self.network_waits += 1  # 3.1.1 only: MQTT 5's Receive Maximum prevents it
             with self._room:
                 while len(self._inbox) >= self.max_pending and not self._closing:
                     self._room.wait(0.5)
@@ -193,7 +215,17 @@ class MqttSource:
         self._wake = asyncio.Event()
         self._connected_once = asyncio.Event()
         try:
-            self._client.connect_async(self.address.host, self.address.port, self.keepalive_s)
+            if self.protocol == "5":
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = 0 if self.clean_session else self.session_expiry_s
+                props.ReceiveMaximum = min(self.max_pending, 65_535)
+                self._client.connect_async(
+                    self.address.host, self.address.port, self.keepalive_s,
+                    clean_start=self.clean_session, properties=props,
+                )
+            else:
+                self._client.connect_async(self.address.host, self.address.port,
+                                           self.keepalive_s)
         except (OSError, ValueError) as exc:
             raise IngestError(f"cannot connect to MQTT broker {self.url}: {exc}") from exc
         self._client.loop_start()

@@ -127,7 +127,8 @@ def demo(
         plant=plant,
         store="sqlite",
         state_dir=state_dir,
-        mqtt={"url": broker.url, "client_id": "plantwatch-demo"},
+        mqtt={"url": broker.url, "client_id": "plantwatch-demo",
+              "protocol": broker.mqtt_protocol},
         sqlite={"path": state_dir / "plantwatch.sqlite3"},
         api={"host": "127.0.0.1", "port": port},
     )

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 class DemoBroker(Protocol):
     url: str
+    mqtt_protocol: str
 
     def stop(self, timeout_s: float = 5.0) -> None: ...
 
@@ -35,6 +36,7 @@ class EmbeddedBroker:
     def __init__(self, port: int) -> None:
         self.port = port
         self.url = f"mqtt://127.0.0.1:{port}"
+        self.mqtt_protocol = "3.1.1"  # amqtt speaks nothing newer
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._error: BaseException | None = None
@@ -86,8 +88,21 @@ def start_demo_broker(workdir: Path, prefer_mosquitto: bool = True) -> DemoBroke
     if prefer_mosquitto and find_mosquitto() is not None:
         broker = Mosquitto.start(workdir / "mosquitto", persistence=True)
         log.info("demo broker: local mosquitto on %s", broker.url)
-        return broker
+        return _WithProtocol(broker)
     embedded = EmbeddedBroker(free_port()).start()
     log.info("demo broker: embedded amqtt on %s (install mosquitto for a faster one)",
              embedded.url)
     return embedded
+
+
+class _WithProtocol:
+    """A local Mosquitto as a demo broker: it speaks MQTT 5."""
+
+    mqtt_protocol = "5"
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.broker = broker
+        self.url = broker.url
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.broker.stop(timeout_s)

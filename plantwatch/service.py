@@ -79,6 +79,7 @@ class Service:
             settings.mqtt.topics,
             max_pending=settings.mqtt.max_pending_messages,
             connect_timeout_s=settings.mqtt.connect_timeout_s,
+            protocol=settings.mqtt.protocol,
         )
         self.writer = StoreWriter(
             self.store, self.spool, self.metrics, concurrency=settings.ingest.write_concurrency

@@ -40,7 +40,10 @@ class MqttSettings(BaseModel):
     client_id: str = "plantwatch-ingest"
     topics: list[str] = ["plant/#"]
     deadletter_topic: str = "plantwatch/deadletter"
-    max_pending_messages: int = Field(5_000, ge=100)
+    max_pending_messages: int = Field(5_000, ge=100, le=65_535)
+    # MQTT 5 lets the broker pace us (Receive Maximum); 3.1.1 for brokers
+    # that speak nothing newer (amqtt, the embedded demo broker).
+    protocol: Literal["5", "3.1.1"] = "5"
     connect_timeout_s: float = Field(15.0, gt=0)
 
 

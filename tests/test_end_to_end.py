@@ -96,7 +96,7 @@ def parts(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
             yield embedded.url, {
                 "store": "sqlite",
                 "state_dir": tmp_path / "state",
-                "mqtt": {"url": embedded.url, "client_id": f"pw-e2e-{n}"},
+                "mqtt": {"url": embedded.url, "client_id": f"pw-e2e-{n}", "protocol": "3.1.1"},
                 "sqlite": {"path": tmp_path / "state" / "pw.sqlite3"},
             }
         finally:
