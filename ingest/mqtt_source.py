@@ -10,13 +10,14 @@ The bridge: paho's thread appends each message to a deque and wakes the
 asyncio consumer only when it is asleep, so the cost per message is an append,
 not a cross-thread call.
 
-Flow control: with MQTT 5 (the default) the client announces a Receive
+Flow control: with MQTT 5 (``protocol="5"``) the client announces a Receive
 Maximum of ``max_pending``, so the broker never has more unacknowledged
 messages out to us than the inbox holds; since a message is acknowledged only
 after its readings are durable, the inbox can never overflow and paho's
 network thread never waits (it keeps answering pings while the store is
-slow). With MQTT 3.1.1 (the embedded demo broker speaks nothing newer)
-there is no such limit, so when the consumer falls behind by ``max_pending``
+slow). With MQTT 3.1.1 (the default: paho handles it at about twice the
+rate, see ``plantwatch.settings``; amqtt speaks nothing newer) there is no
+such limit, so when the consumer falls behind by ``max_pending``
 messages paho's thread waits instead: TCP pushes back and the broker queues.
 Either way nothing is dropped here (the broker's ``max_queued_messages`` must
 allow the backlog; see ``plantwatch.localservers``).
@@ -112,7 +113,7 @@ class MqttSource:
         max_pending: int = 5_000,
         keepalive_s: int = 30,
         connect_timeout_s: float = 15.0,
-        protocol: str = "5",
+        protocol: str = "3.1.1",
         session_expiry_s: int = 30 * 86_400,
     ) -> None:
         if protocol not in ("5", "3.1.1"):

@@ -22,7 +22,7 @@ async def test_receive_maximum_paces_the_broker_and_nothing_is_lost(mosquitto: A
     n = next(_ids)
     topic = f"plant/flow{n}/gw"
     async with MqttSource(mosquitto.url, f"flow-{n}", [f"plant/flow{n}/#"],
-                          max_pending=100) as source:
+                          max_pending=100, protocol="5") as source:
         with MqttPublisher(mosquitto.url, client_id=f"flow-pub-{n}") as pub:
             for i in range(1000):
                 pub.publish(topic, str(i).encode(), 1)
@@ -40,13 +40,16 @@ async def test_receive_maximum_paces_the_broker_and_nothing_is_lost(mosquitto: A
         assert sorted(got) == list(range(1000))
 
 
-async def test_unacked_messages_come_back_to_a_new_connection(mosquitto: Any) -> None:
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_unacked_messages_come_back_to_a_new_connection(mosquitto: Any,
+                                                              protocol: str) -> None:
     """Messages received but not acknowledged (readings not yet durable) are
     delivered again when the service reconnects with the same session."""
     n = next(_ids)
     topic = f"plant/redeliver{n}/gw"
     client_id = f"redeliver-{n}"
-    async with MqttSource(mosquitto.url, client_id, [f"plant/redeliver{n}/#"]) as source:
+    async with MqttSource(mosquitto.url, client_id, [f"plant/redeliver{n}/#"],
+                          protocol=protocol) as source:
         with MqttPublisher(mosquitto.url, client_id=f"re-pub-{n}") as pub:
             for i in range(20):
                 pub.publish(topic, str(i).encode(), 1)
@@ -56,7 +59,8 @@ async def test_unacked_messages_come_back_to_a_new_connection(mosquitto: Any) ->
             first += await source.receive(timeout_s=5)
         source.ack(first[:5])  # only five became durable before the "crash"
         await asyncio.sleep(0.3)
-    async with MqttSource(mosquitto.url, client_id, [f"plant/redeliver{n}/#"]) as source:
+    async with MqttSource(mosquitto.url, client_id, [f"plant/redeliver{n}/#"],
+                          protocol=protocol) as source:
         again: list[int] = []
         while len(again) < 15:
             batch = await source.receive(timeout_s=5)
