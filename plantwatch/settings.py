@@ -41,9 +41,10 @@ class MqttSettings(BaseModel):
     topics: list[str] = ["plant/#"]
     deadletter_topic: str = "plantwatch/deadletter"
     max_pending_messages: int = Field(5_000, ge=100, le=65_535)
-    # 3.1.1 by default: measured here, paho's MQTT 5 path cut end-to-end
-    # throughput by half (benchmarks/ingest_throughput.py: 261k → 133k
-    # readings/s batched, 12.4k → 8.8k single). MQTT 5 lets the broker pace us
+    # 3.1.1 by default: measured here (benchmarks/ingest_throughput.py,
+    # config/plant.yaml), paho's MQTT 5 path cost 43 % of single-reading
+    # throughput (15.5k → 8.8k readings/s) and 14 % batched (154k → 133k).
+    # MQTT 5 lets the broker pace us
     # (Receive Maximum) so paho's network thread never waits; choose it where
     # that matters more than throughput.
     protocol: Literal["5", "3.1.1"] = "3.1.1"
