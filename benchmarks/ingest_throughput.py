@@ -30,6 +30,7 @@ Usage: ``python benchmarks/ingest_throughput.py [--batched N] [--single N] [--se
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
@@ -48,6 +49,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from detectors.sensor_table import SensorTable  # noqa: E402
+from ingest.influx import InfluxStore  # noqa: E402
 from plantwatch.config import load_plant  # noqa: E402
 from plantwatch.localservers import InfluxD, Mosquitto, free_port  # noqa: E402
 from simulators import MqttPublisher, PlantSimulator  # noqa: E402
@@ -55,12 +58,11 @@ from simulators import MqttPublisher, PlantSimulator  # noqa: E402
 PLANT_FILE = ROOT / "config" / "plant.yaml"
 PLANT = load_plant(PLANT_FILE)
 IDS = [p.sensor.id for p in PLANT.places()]
-KINDS = sorted({p.sensor.kind for p in PLANT.places()})
 
 
 def use_generated_plant(m: int, workdir: Path) -> None:
     """Switch the benchmark to a generated plant of ``m`` sensors (written as YAML)."""
-    global PLANT_FILE, PLANT, IDS, KINDS
+    global PLANT_FILE, PLANT, IDS
     from benchmarks.detector_throughput import KINDS as SENSOR_KINDS
 
     per_area = 500
@@ -74,7 +76,6 @@ def use_generated_plant(m: int, workdir: Path) -> None:
     PLANT_FILE.write_text(yaml.safe_dump(data))
     PLANT = load_plant(PLANT_FILE)
     IDS = [p.sensor.id for p in PLANT.places()]
-    KINDS = sorted({p.sensor.kind for p in PLANT.places()})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -177,14 +178,16 @@ def influx_ceiling(url: str, n_points: int, connections: int) -> float:
 
 
 def influx_count(url: str, db: str) -> int:
-    q = "SELECT count(value) FROM " + ",".join(f'"{k}"' for k in KINDS)
-    r = httpx.post(f"{url}/query", params={"db": db, "q": q}, timeout=60)
-    r.raise_for_status()
-    total = 0
-    for result in r.json()["results"]:
-        for series in result.get("series", []):
-            total += sum(row[1] for row in series["values"])
-    return total
+    """Readings in InfluxDB, counted by the store's own query."""
+
+    async def count() -> int:
+        store = InfluxStore(url, db, SensorTable.from_config(PLANT))
+        try:
+            return await store.count_readings()
+        finally:
+            await store.close()
+
+    return asyncio.run(count())
 
 
 def proc_cpu_s(pid: int) -> float:

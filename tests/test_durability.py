@@ -8,6 +8,7 @@ persistent session).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -23,6 +24,8 @@ import httpx
 import numpy as np
 import pytest
 
+from detectors.sensor_table import SensorTable
+from ingest.influx import InfluxStore
 from plantwatch.config import load_plant
 from plantwatch.localservers import free_port
 from simulators import LeakSpec, MqttPublisher, PlantSimulator, run_simulation
@@ -86,15 +89,16 @@ class ServiceProcess:
 
 
 def influx_count(url: str, db: str) -> int:
-    kinds = sorted({p.sensor.kind for p in PLANT.places()})
-    q = "SELECT count(value) FROM " + ",".join(f'"{k}"' for k in kinds)
-    r = httpx.post(f"{url}/query", params={"db": db, "q": q}, timeout=30)
-    r.raise_for_status()
-    total = 0
-    for result in r.json()["results"]:
-        for series in result.get("series", []):
-            total += sum(row[1] for row in series["values"])
-    return total
+    """Readings in InfluxDB, counted by the store's own query."""
+
+    async def count() -> int:
+        store = InfluxStore(url, db, SensorTable.from_config(PLANT))
+        try:
+            return await store.count_readings()
+        finally:
+            await store.close()
+
+    return asyncio.run(count())
 
 
 def wait_for(cond: Any, timeout_s: float, what: str) -> None:
