@@ -1,0 +1,56 @@
+"""Suppression by design: config rules that silence alarms a plant state makes meaningless.
+
+Example: while the reactor feed pressure says the unit is shut down, its
+low-pressure and low-temperature alarms are expected and would only bury the
+alarms that matter. A rule names a state sensor and a condition on its value
+(``below``/``above``), and the alarm points it silences (by area, sensor and
+limit). The condition is judged on readings (the pipeline does it); an
+engineer may also disable a rule, for example while the state sensor itself
+is faulty. Suppressed points are still evaluated and recorded, never
+annunciated (ISA-18.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alarms.points import AlarmPoint
+
+__all__ = ["SuppressionRule"]
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionRule:
+    """One suppression rule; empty ``areas``/``sensors``/``limits`` mean any."""
+
+    id: str
+    when_sensor: str
+    below: float | None = None
+    above: float | None = None
+    areas: tuple[str, ...] = ()
+    sensors: tuple[str, ...] = ()
+    limits: tuple[str, ...] = ()
+    description: str = ""
+
+    def condition(self, value: float) -> bool:
+        """Whether a reading of the state sensor puts the rule in force."""
+        if self.below is not None and value < self.below:
+            return True
+        return self.above is not None and value > self.above
+
+    def matches(self, point: AlarmPoint) -> bool:
+        if self.areas and point.area not in self.areas:
+            return False
+        if self.sensors and point.sensor not in self.sensors:
+            return False
+        if self.limits and point.limit not in self.limits:
+            return False
+        # A rule never silences its own state sensor: its faults must stay visible.
+        return point.sensor != self.when_sensor
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id, "when_sensor": self.when_sensor, "below": self.below,
+            "above": self.above, "areas": list(self.areas), "sensors": list(self.sensors),
+            "limits": list(self.limits), "description": self.description,
+        }
