@@ -1,7 +1,9 @@
 """The durable alarm journal: an append-only JSON-lines file, fsynced per append.
 
-The alarm board is rebuilt from it at start-up, so a restart changes nothing
-and re-annunciates nothing. A crash can leave a torn last line; loading drops
+It holds the records of :mod:`alarms.records` (detector conditions, operator
+actions, suppression changes, ticks that changed something). Alarm state is
+rebuilt from it at start-up, so a restart changes nothing and re-annunciates
+nothing. A crash can leave a torn last line; loading drops
 it (and truncates the file back to the last whole record) — the readings that
 produced it were not acknowledged yet, so the broker redelivers them and the
 event is produced again.
@@ -12,9 +14,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-from alarms.board import AlarmBoard
 from alarms.events import AlarmEvent
+from alarms.records import record_type
 
 __all__ = ["AlarmJournal"]
 
@@ -28,11 +31,16 @@ class AlarmJournal:
         self.torn_records_dropped = 0
 
     def load(self) -> list[AlarmEvent]:
-        """Every whole event in the journal, oldest first."""
+        """The detector condition events in the journal, oldest first."""
+        return [AlarmEvent.from_dict(r) for r in self.load_records()
+                if record_type(r) == "condition"]
+
+    def load_records(self) -> list[dict[str, Any]]:
+        """Every whole record in the journal, oldest first."""
         if not self.path.exists():
             return []
         data = self.path.read_bytes()
-        events: list[AlarmEvent] = []
+        events: list[dict[str, Any]] = []
         good_end = 0
         pos = 0
         while pos < len(data):
@@ -41,7 +49,12 @@ class AlarmJournal:
                 break  # torn last line: no newline was written
             line = data[pos:nl]
             try:
-                events.append(AlarmEvent.from_dict(json.loads(line)))
+                record = json.loads(line)
+                if not isinstance(record, dict) or "ts" not in record:
+                    raise ValueError("not a journal record (a JSON object with 'ts')")
+                if record_type(record) == "condition":
+                    AlarmEvent.from_dict(record)
+                events.append(record)
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(
                     f"{self.path}: journal record at byte {pos} is corrupt ({exc}); "
@@ -56,12 +69,6 @@ class AlarmJournal:
                 fh.flush()
                 os.fsync(fh.fileno())
         return events
-
-    def rebuild(self) -> AlarmBoard:
-        board = AlarmBoard()
-        for event in self.load():
-            board.apply(event)
-        return board
 
     def size(self) -> int:
         """Bytes in the journal: the offset a checkpoint records."""
@@ -85,12 +92,16 @@ class AlarmJournal:
         return size - offset
 
     def append(self, events: list[AlarmEvent]) -> None:
-        """Append events and fsync before returning (durable on return)."""
-        if not events:
+        """Append condition events and fsync before returning (durable on return)."""
+        self.append_records([e.to_dict() for e in events])
+
+    def append_records(self, records: list[dict[str, Any]]) -> None:
+        """Append records and fsync before returning (durable on return)."""
+        if not records:
             return
         payload = "".join(
-            json.dumps(e.to_dict(), separators=(",", ":"), ensure_ascii=False) + "\n"
-            for e in events
+            json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n"
+            for r in records
         ).encode("utf-8")
         with open(self.path, "ab") as fh:
             fh.write(payload)

@@ -157,6 +157,13 @@ class AlarmManager:
         """(sensor, condition) of every point whose process condition is active."""
         return sorted((p.sensor, p.limit) for p in self._points.values() if p.process_active)
 
+    def rule_definitions(self) -> list[SuppressionRule]:
+        return [r.rule for r in self._rules.values()]
+
+    def rule_active(self, rule_id: str) -> bool:
+        """Whether the rule's plant-state condition holds (enabled or not)."""
+        return self._rules[rule_id].active
+
     def rules(self) -> list[dict[str, Any]]:
         return [
             {**r.rule.to_dict(), "active": r.active, "enabled": r.enabled, "in_force": r.in_force}

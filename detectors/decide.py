@@ -138,6 +138,17 @@ class ConditionBank:
         self._leave_s = leave * self._sign
         self._busy = np.zeros(m, np.bool_)  # any point active or timing a delay
 
+    def set_thresholds(self, enter: npt.NDArray[np.float64],
+                       leave: npt.NDArray[np.float64]) -> None:
+        """Replace the raise and clear thresholds (same shape); state is kept."""
+        if enter.shape != self.enter.shape or leave.shape != self.leave.shape:
+            raise ValueError(f"thresholds of shape {enter.shape}/{leave.shape}, expected "
+                             f"{self.enter.shape}")
+        self.enter = enter
+        self.leave = leave
+        self._enter_s = enter * self._sign
+        self._leave_s = leave * self._sign
+
     def get_state(self) -> State:
         return {"active": self.active.copy(), "since": self.since.copy()}
 

@@ -88,6 +88,22 @@ class LimitDetector:
         self.bank.set_state(state)
         self.last_ts = last_ts.copy()
 
+    def set_limits(self, limits: dict[str, npt.NDArray[np.float64]]) -> None:
+        """Move the limits (an important period tightening them, or ending).
+
+        ``limits`` maps ``ll``/``l``/``h``/``hh`` to (m,) arrays. The sensor
+        table's columns are overwritten in place, so the trend detector sees
+        the same limits; deadbands stay as they were. Active points stay
+        active: whether they clear is judged against the new limits at the
+        next reading.
+        """
+        t = self.table
+        for name in POINTS:
+            getattr(t, name)[:] = limits[name]
+        limit = np.stack([t.limit(n) for n in POINTS], axis=1)
+        signed_deadband = np.where(_HIGH, -1.0, 1.0) * t.deadband[:, None]
+        self.bank.set_thresholds(limit, limit + signed_deadband)
+
     # -- one batch ---------------------------------------------------------
     def update(self, batch: ReadingBatch) -> npt.NDArray[np.float64]:
         """Advance over a batch; return the score per row (NaN for late readings).

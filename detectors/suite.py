@@ -127,6 +127,10 @@ class DetectorSuite:
         self.first_tick_ms = np.array(NO_TS, np.int64)
         self.transitions = Transitions.empty()
 
+    def set_limits(self, limits: dict[str, npt.NDArray[np.float64]]) -> None:
+        """Move the alarm limits of every sensor (see :meth:`LimitDetector.set_limits`)."""
+        self.limits.set_limits(limits)
+
     @property
     def _parts(self) -> dict[str, LimitDetector | RateOfChangeDetector | TrendDetector
                               | DriftDetector | StuckDetector | RangeDetector | SpikeDetector

@@ -20,13 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import orjson
 from paho.mqtt.client import topic_matches_sub
 
-from alarms.board import AlarmBoard
-from alarms.events import AlarmEvent
 from alarms.from_detections import events_from_transitions
-from alarms.journal import AlarmJournal
+from alarms.periods import limit_factor, tightened_limits
+from alarms.records import suppress_record, tick_record
+from alarms.system import AlarmSystem, Outcome
 from detectors.batch import BatchBuilder, ReadingBatch
 from detectors.decide import Transitions
 from detectors.sensor_table import SensorTable
@@ -74,25 +75,33 @@ class PipelineConfig:
 def restore_alarm_state(
     table: SensorTable,
     detector: DetectorSuite,
-    journal: AlarmJournal,
+    alarms: AlarmSystem,
     checkpoint: CheckpointFile,
-) -> AlarmBoard:
-    """Resume detector and alarm board from disk, consistent with each other."""
+    now_ms: int | None = None,
+) -> None:
+    """Resume detector and alarm state from disk, consistent with each other.
+
+    Every journal append is followed by a checkpoint that records the
+    journal's size, so a journal longer than the checkpoint says can only be
+    a crash between the two: the cut records came from readings (or API
+    actions) that were never acknowledged, and they are produced again.
+    """
+    now = int(time.time() * 1000) if now_ms is None else now_ms
     saved = checkpoint.load()
     if saved is None:
         # No checkpoint (first start, or it was deleted): take the limit levels
         # from the active alarms so nothing active is raised a second time.
-        board = journal.rebuild()
-        detector.restore_active([(a.sensor, a.limit) for a in board.active()])
-        return board
-    cut = journal.truncate(saved.journal_offset)
+        alarms.restore(now)
+        detector.restore_active(alarms.manager.active_conditions())
+        return
+    cut = alarms.journal.truncate(saved.journal_offset)
     if cut:
         log.info("alarm journal ran %d bytes ahead of the detector checkpoint; the readings "
                  "behind those events are redelivered by the broker", cut)
     detector.set_state(
         remap_state(saved.state, saved.sensor_ids, detector.get_state(), table.ids)
     )
-    return journal.rebuild()
+    alarms.restore(now)
 
 
 class Pipeline:
@@ -105,24 +114,26 @@ class Pipeline:
         source: MessageSource,
         writer: StoreWriter,
         detector: DetectorSuite,
-        board: AlarmBoard,
-        journal: AlarmJournal,
+        alarms: AlarmSystem,
         checkpoint: CheckpointFile,
         metrics: IngestMetrics,
         config: PipelineConfig = PipelineConfig(),
-        on_alarm_events: Callable[[list[AlarmEvent]], None] | None = None,
+        on_alarm_outcome: Callable[[Outcome], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.table = table
         self.source = source
         self.writer = writer
         self.detector = detector
-        self.board = board
-        self.journal = journal
+        self.alarms = alarms
         self.checkpoint = checkpoint
         self.metrics = metrics
         self.config = config
-        self.on_alarm_events = on_alarm_events
+        self.on_alarm_outcome = on_alarm_outcome
+        self._rules = [(r, table.index[r.when_sensor]) for r in alarms.manager.rule_definitions()
+                       if r.when_sensor in table.index]
+        self._base_limits = {n: table.limit(n).copy() for n in ("ll", "l", "h", "hh")}
+        self._tightening: tuple[tuple[str, float], ...] = ()
         self.clock = clock
         self._builder = BatchBuilder()
         self._messages: list[InboundMessage] = []
@@ -230,30 +241,86 @@ class Pipeline:
         }))
 
     def tick(self) -> None:
-        """Judge silence (no-data faults) against the clock."""
-        self.detector.tick(int(self.clock() * 1000))
-        if len(self.detector.transitions):
-            self._record(self.detector.transitions)
+        """Judge silence (no-data faults) and let alarm time pass (shelves, re-alarms, floods)."""
+        now_ms = int(self.clock() * 1000)
+        self._apply_period_limits(now_ms)
+        self.detector.tick(now_ms)
+        transitions = self.detector.transitions
+        records = self._condition_records(transitions)
+        records.append(tick_record(now_ms))
+        self._commit(records, detector_moved=len(transitions) > 0)
+        risk = self.alarms.risk_tick(now_ms)
+        if risk and self.on_alarm_outcome is not None:
+            self.on_alarm_outcome(Outcome(risk=risk))
 
-    def _record(self, transitions: Transitions) -> None:
-        """Journal the events, checkpoint the detectors, then announce.
+    def _apply_period_limits(self, now_ms: int) -> None:
+        """Tighten the limits of areas in an important period; restore them after it.
+
+        Judged each tick; the detectors are touched only when the set of
+        tightening periods in force changes.
+        """
+        periods = [p for p in self.alarms.periods_in_force(now_ms) if p.tighten_limits_pct > 0]
+        key = tuple(sorted((p.id, p.tighten_limits_pct) for p in periods))
+        if key == self._tightening:
+            return
+        self._tightening = key
+        limits = {n: a.copy() for n, a in self._base_limits.items()}
+        tightened = 0
+        for place in self.table.places:
+            factor = limit_factor(periods, place.area)
+            if factor >= 1.0:
+                continue
+            sensor = place.sensor
+            moved = tightened_limits(sensor.effective_limits(), sensor.range, factor)
+            for name, value in moved.items():
+                limits[name][place.index] = value
+            tightened += 1
+        self.detector.set_limits(limits)
+        log.info("important periods in force %s: limits of %d sensors tightened",
+                 [p.id for p in periods] or "none", tightened)
+
+    def _condition_records(self, transitions: Transitions) -> list[dict[str, object]]:
+        if not len(transitions):
+            return []
+        return [e.to_dict() for e in events_from_transitions(self.table, transitions)]
+
+    def _suppression_records(self, batch: ReadingBatch) -> list[dict[str, object]]:
+        """A suppression rule's condition, judged on the latest reading of its state sensor."""
+        out: list[dict[str, object]] = []
+        for rule, index in self._rules:
+            mask = batch.sensor == index
+            if not mask.any():
+                continue
+            ts, values = batch.ts[mask], batch.value[mask]
+            k = int(np.argmax(ts))
+            active = rule.condition(float(values[k]))
+            if active != self.alarms.manager.rule_active(rule.id):
+                out.append(suppress_record(rule.id, active, int(ts[k])))
+        return out
+
+    def commit(self, records: list[dict[str, object]]) -> Outcome:
+        """Apply alarm records from outside the data path (operator actions)."""
+        return self._commit(records, detector_moved=False)
+
+    def _commit(self, records: list[dict[str, object]], *, detector_moved: bool) -> Outcome:
+        """Journal the records, checkpoint the detectors, then announce.
 
         Journal and checkpoint are both fsynced before the readings behind
         them are acknowledged (the caller acks after this returns).
         """
-        events: list[AlarmEvent] = []
-        if len(transitions):
-            events = [e for e in events_from_transitions(self.table, transitions)
-                      if self.board.apply(e)]
-        if events:
-            self.journal.append(events)
-            for e in events:
-                self.metrics.alarm_events.labels(e.action).inc()
-        self.checkpoint.save(self.detector.get_state(), self.table.ids, self.journal.size())
-        if events:
-            if self.on_alarm_events is not None:
-                self.on_alarm_events(events)
-            self.writer.submit_alarm_events(events)
+        size = self.alarms.journal.size()
+        outcome = self.alarms.commit(records, int(self.clock() * 1000))
+        for e in outcome.events:
+            self.metrics.alarm_events.labels(e.action).inc()
+        if detector_moved or self.alarms.journal.size() != size:
+            self.checkpoint.save(self.detector.get_state(), self.table.ids,
+                                 self.alarms.journal.size())
+        if outcome:
+            if self.on_alarm_outcome is not None:
+                self.on_alarm_outcome(outcome)
+            if outcome.events:
+                self.writer.submit_alarm_events(outcome.events)
+        return outcome
 
     async def flush(self) -> None:
         """Detect, journal, checkpoint, announce, and hand the batch to the writer."""
@@ -265,8 +332,10 @@ class Pipeline:
 
         received = min((m.received_ms for m in messages), default=0)
         if len(batch):
+            records = self._suppression_records(batch) if self._rules else []
             self.detector.update(batch, received_ms=max(m.received_ms for m in messages))
-            self._record(self.detector.transitions)
+            records += self._condition_records(self.detector.transitions)
+            self._commit(records, detector_moved=True)
 
         def acknowledge() -> None:
             self.source.ack(messages)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from alarms.catalogue import AlarmCatalogue, Rationalization
 from alarms.events import AlarmEvent
 from alarms.floods import FloodPolicy
+from alarms.kpi import compute_kpis
 from alarms.lifecycle import AlarmActionError, AlarmChange, AlarmManager, AlarmPolicy
 from alarms.records import action_record, suppress_record, suppression_record, tick_record
 from alarms.suppression import SuppressionRule
@@ -329,3 +330,22 @@ def test_random_sequences_stay_valid_and_rebuild_identically(
     # Shelving always expires: two minutes after the last step, no timed shelve is left.
     live.advance(ts + 2 * MIN)
     assert all(p.shelved is None or p.shelved.oneshot for p in live.points())
+
+
+def test_flood_kpis_match_hand_computed_values() -> None:
+    m, ids = flood_plant_manager()
+    times = [T0 + i * 3000 for i in range(40)]
+    for alarm_id, ts in zip(ids, times, strict=True):
+        m.apply(condition(alarm_id, "raise", ts))
+    m.advance(T0 + 86_400_000)
+    report = compute_kpis(m.activations, m.flood_history(), ["post-tf"], T0, T0 + 86_400_000)
+    # 8 gas detectors (priority high, h → high), 32 pressures (medium, l → medium).
+    assert report.alarms == 40
+    assert report.flood_held == 24  # 30 alarms after the flood began, less 6 highs
+    assert report.peak_10min.value == 40 and report.peak_10min.status == "over"
+    flood_ms = (times[35] + 10 * MIN) - times[10]
+    assert report.flood_time.value == pytest.approx(flood_ms / 86_400_000)
+    assert report.per_day.value == 40 and report.per_day.status == "ok"
+    mix = {p.priority: p.fraction for p in report.priority_mix}
+    assert mix["high"] == pytest.approx(8 / 40) and mix["medium"] == pytest.approx(32 / 40)
+    assert report.top10_share.value == pytest.approx(10 / 40)

@@ -7,6 +7,7 @@ import pytest
 
 from alarms.events import AlarmEvent
 from alarms.journal import AlarmJournal
+from alarms.lifecycle import AlarmManager
 from detectors.batch import ReadingBatch
 from ingest.checkpoint import CheckpointFile, remap_state
 from ingest.spool import Spool
@@ -78,9 +79,10 @@ def test_journal_rebuilds_board_and_drops_torn_line(tmp_path) -> None:
     journal.append([event("clear", 3)])
     with open(journal.path, "ab") as fh:
         fh.write(b'{"alarm_id": "LEL-9:h", "sens')
-    board = journal.rebuild()
+    board = AlarmManager(lambda alarm_id: None)
+    board.replay(journal.load_records())
     assert journal.torn_records_dropped == 1
-    assert [a.sensor for a in board.active()] == ["LEL-2"]
+    assert board.active_conditions() == [("LEL-2", "h")]
     assert board.get("LEL-1:h") is not None and board.get("LEL-1:h").cleared_ts == 3  # type: ignore[union-attr]
     assert journal.path.read_bytes().endswith(b"\n")
 

@@ -10,7 +10,11 @@ import time
 import orjson
 import pytest
 
+from alarms.catalogue import AlarmCatalogue
 from alarms.journal import AlarmJournal
+from alarms.lifecycle import AlarmManager
+from alarms.periods import ImportantPeriod
+from alarms.system import AlarmSystem
 from detectors.batch import ReadingBatch
 from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
@@ -26,6 +30,7 @@ from tests.plants import small_plant
 
 PLANT = small_plant()
 TABLE = SensorTable.from_config(PLANT)
+PLANT_LIMITS = {n: TABLE.limit(n).copy() for n in ("ll", "l", "h", "hh")}
 
 
 class MemorySource:
@@ -81,7 +86,8 @@ class SwitchableStore(SQLiteStore):
 
 
 class Rig:
-    def __init__(self, tmp_path, store: SwitchableStore | None = None) -> None:
+    def __init__(self, tmp_path, store: SwitchableStore | None = None,
+                 periods: list[ImportantPeriod] | None = None) -> None:
         self.tmp = tmp_path
         self.source = MemorySource()
         self.store = store or SwitchableStore(tmp_path / "db.sqlite3", TABLE)
@@ -90,16 +96,19 @@ class Rig:
         self.journal = AlarmJournal(tmp_path / "alarms.jsonl")
         self.checkpoint = CheckpointFile(tmp_path / "det.npz")
         self.detector = DetectorSuite(TABLE)
-        self.board = restore_alarm_state(TABLE, self.detector, self.journal, self.checkpoint)
+        self.alarms = AlarmSystem(AlarmManager(AlarmCatalogue(PLANT)), self.journal,
+                                  periods=periods or [])
+        restore_alarm_state(TABLE, self.detector, self.alarms, self.checkpoint)
+        self.manager = self.alarms.manager
         self.writer = StoreWriter(self.store, self.spool, self.metrics, backoff_initial_s=0.05,
                                   backoff_max_s=0.2)
         self.announced: list[str] = []
         self.pipeline = Pipeline(
             table=TABLE, source=self.source, writer=self.writer, detector=self.detector,
-            board=self.board, journal=self.journal, checkpoint=self.checkpoint,
+            alarms=self.alarms, checkpoint=self.checkpoint,
             metrics=self.metrics, config=PipelineConfig(flush_interval_s=0.02),
-            on_alarm_events=lambda evs: self.announced.extend(
-                f"{e.alarm_id}:{e.action}" for e in evs),
+            on_alarm_outcome=lambda out: self.announced.extend(
+                f"{e.alarm_id}:{e.action}" for e in out.events),
         )
 
     @contextlib.asynccontextmanager
@@ -143,7 +152,7 @@ async def test_readings_stored_then_acked_and_alarm_raised_and_cleared(tmp_path)
         assert await rig.store.count_readings() == 10
         assert rig.announced == ["LEL-1:h:raise", "LEL-1:hh:raise", "LEL-1:hh:clear",
                                  "LEL-1:h:clear"]
-        assert rig.board.active() == []
+        assert rig.alarms.active_points() == []
         assert [e.action for e in rig.journal.load()] == ["raise", "raise", "clear", "clear"]
 
 
@@ -201,11 +210,11 @@ async def test_restart_resumes_without_reraising(tmp_path) -> None:
     async with rig.running():
         mid = rig.source.feed("plant/s1/gw", gateway(NOW, LEL_1=60.0, O2_1=18.0))
         await until(lambda: mid in rig.source.acked)
-    before = rig.board.snapshot()
-    assert {a.alarm_id for a in rig.board.active()} == {"LEL-1:h", "LEL-1:hh", "O2-1:l"}
+    before = rig.manager.snapshot()
+    assert {a.alarm_id for a in rig.alarms.active_points()} == {"LEL-1:h", "LEL-1:hh", "O2-1:l"}
 
     again = Rig(tmp_path)
-    assert again.board.snapshot() == before
+    assert again.manager.snapshot() == before
     async with again.running():
         # the same readings redelivered, and a further high reading: nothing new
         mids = [again.source.feed("plant/s1/gw", gateway(NOW, LEL_1=60.0, O2_1=18.0)),
@@ -231,7 +240,7 @@ async def test_journal_ahead_of_checkpoint_is_cut_back(tmp_path) -> None:
         await until(lambda: mid in rig2.source.acked)
     (tmp_path / "det.npz").write_bytes(saved)  # as if the crash hit before the checkpoint
     rig3 = Rig(tmp_path)
-    assert rig3.board.active() == []
+    assert rig3.alarms.active_points() == []
     async with rig3.running():
         mid = rig3.source.feed("plant/s1/gw", gateway(NOW + 1, LEL_1=30.0))
         await until(lambda: mid in rig3.source.acked)
@@ -266,3 +275,32 @@ async def test_a_flood_of_bad_readings_is_capped_with_a_summary(tmp_path) -> Non
     samples = {(s.name, tuple(s.labels.items())): s.value
                for m in rig.metrics.registry.collect() for s in m.samples}
     assert samples[("plantwatch_readings_rejected_total", (("reason", "unknown_sensor"),))] == 250
+
+
+async def test_important_period_tightens_limits_while_in_force(tmp_path) -> None:
+    """A start-up period tightening limits by 20 %: LEL h 25 → 20 %LEL, so 22 alarms."""
+    from datetime import UTC, datetime, timedelta
+    now = datetime.now(UTC)
+    period = ImportantPeriod(id="startup", kind="startup", areas=["tf-a"],
+                             start=now - timedelta(hours=1), end=now + timedelta(hours=1),
+                             tighten_limits_pct=20)
+    rig = Rig(tmp_path, periods=[period])
+    try:
+        async with rig.running():
+            mid = rig.source.feed("plant/s1/gw", gateway(NOW, LEL_1=22.0))
+            await until(lambda: mid in rig.source.acked)
+        point = rig.manager.get("LEL-1:h")
+        assert point is not None and point.process_active and point.setpoint == 20.0
+        assert TABLE.h[TABLE.index["LEL-1"]] == 20.0  # the trend detector sees it too
+    finally:
+        rig.detector.set_limits({n: a.copy() for n, a in PLANT_LIMITS.items()})
+
+    # Outside the period the configured limit holds: 22 %LEL is no alarm.
+    later = ImportantPeriod(id="later", kind="startup", areas=["tf-a"],
+                            start=now + timedelta(hours=5), end=now + timedelta(hours=6),
+                            tighten_limits_pct=20)
+    rig2 = Rig(tmp_path / "b", periods=[later])
+    async with rig2.running():
+        mid = rig2.source.feed("plant/s1/gw", gateway(NOW, LEL_1=22.0))
+        await until(lambda: mid in rig2.source.acked)
+    assert rig2.manager.get("LEL-1:h") is None

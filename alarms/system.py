@@ -1,0 +1,183 @@
+"""The alarm system: lifecycle, journal, hazards and risk colours, kept consistent.
+
+The pipeline and the API never touch the parts one by one. They hand records
+to :meth:`AlarmSystem.commit` (conditions, ticks, suppression changes) or an
+operator action to :meth:`AlarmSystem.act`, and get back one
+:class:`Outcome`: the alarm changes, the hazards raised automatically, and
+the areas whose risk colour changed, for the notifiers to announce.
+
+Durability: a record is journaled (fsync) before ``commit`` returns, and only
+if it changed something or is an operator's action (which the audit trail
+keeps even when it is a no-op on replay). Hazard records go to their own
+journal. Risk colours are derived, never stored: they are recomputed from the
+alarm state and the important periods in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from alarms.events import AlarmEvent
+from alarms.hazards import Hazard, HazardJournal, HazardRegistry, HazardRules, RepeatedAlarmCounter
+from alarms.journal import AlarmJournal
+from alarms.lifecycle import AlarmChange, AlarmManager
+from alarms.periods import ImportantPeriod, active_periods, raised_priority, risk_floors
+from alarms.records import record_type
+from alarms.risk import ActivePoint, AreaRisk, RiskRule, RiskTracker, grade_areas
+from plantwatch.config import RiskColour
+
+__all__ = ["AlarmSystem", "Outcome", "period_priority"]
+
+# Categories whose raise counts towards the repeated-alarm hazard rule.
+_REPEATED_CATEGORIES = ("alarm",)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one commit changed."""
+
+    changes: list[AlarmChange] = field(default_factory=list)
+    events: list[AlarmEvent] = field(default_factory=list)  # condition events that took effect
+    hazards: list[Hazard] = field(default_factory=list)
+    risk: list[AreaRisk] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes or self.hazards or self.risk)
+
+
+def period_priority(periods: Sequence[ImportantPeriod]) -> Callable[[str, str, int], str]:
+    """The manager's ``priority_at``: a priority raised by the periods in force at ``ts``."""
+
+    def priority_at(priority: str, area: str, ts: int) -> str:
+        if not periods:
+            return priority
+        return raised_priority(priority, area, active_periods(periods, ts))  # type: ignore[arg-type]
+
+    return priority_at
+
+
+class AlarmSystem:
+    """Alarm lifecycle + journal + hazards + risk, behind one commit."""
+
+    def __init__(
+        self,
+        manager: AlarmManager,
+        journal: AlarmJournal,
+        *,
+        hazard_journal: HazardJournal | None = None,
+        hazard_rules: HazardRules | None = None,
+        inherent_risk: Mapping[str, RiskColour] | None = None,
+        risk_rules: Sequence[RiskRule] = (),
+        periods: Sequence[ImportantPeriod] = (),
+    ) -> None:
+        self.manager = manager
+        self.journal = journal
+        self.hazard_journal = hazard_journal
+        self.hazard_rules = hazard_rules or HazardRules()
+        self.hazards = HazardRegistry(self.hazard_rules)
+        self._repeated = RepeatedAlarmCounter(self.hazard_rules)
+        self.inherent_risk = dict(inherent_risk or {})
+        self.risk_rules = list(risk_rules)
+        self.periods = list(periods)
+        self._risk = RiskTracker()
+
+    # ------------------------------------------------------------------ start-up
+    def restore(self, now_ms: int) -> None:
+        """Rebuild from the journals; announce nothing."""
+        self.manager.replay(self.journal.load_records())
+        if self.hazard_journal is not None:
+            self.hazards = self.hazard_journal.rebuild(self.hazard_rules)
+        for a in self.manager.activations:
+            if a.category in _REPEATED_CATEGORIES:
+                self._repeated.feed(a.sensor, a.raised_ts)
+        self._risk = RiskTracker(
+            {a: r.colour for a, r in self.grades(now_ms).items()})
+
+    # ------------------------------------------------------------------ commits
+    def commit(self, records: Iterable[dict[str, Any]], now_ms: int) -> Outcome:
+        """Apply records, journal the ones that mattered (fsync), derive hazards and risk."""
+        out = Outcome()
+        keep: list[dict[str, Any]] = []
+        for record in records:
+            changes = self.manager.apply(record)
+            kind = record_type(record)
+            if changes or kind in ("action", "suppression"):
+                keep.append(record)
+            if changes and kind == "condition":
+                out.events.append(AlarmEvent.from_dict(record))
+            out.changes += changes
+        self.journal.append_records(keep)
+        out.hazards = self._automatic_hazards(out.changes)
+        if out.changes:
+            out.risk = self._risk.update(self.grades(now_ms))
+        return out
+
+    def check(self, record: dict[str, Any]) -> None:
+        """Raise :class:`~alarms.lifecycle.AlarmActionError` if the action would not apply."""
+        self.manager.check(record)
+
+    def risk_tick(self, now_ms: int) -> list[AreaRisk]:
+        """Colour changes from time alone (an important period starting or ending)."""
+        return self._risk.update(self.grades(now_ms))
+
+    # ------------------------------------------------------------------ risk
+    def active_points(self) -> list[ActivePoint]:
+        return [
+            ActivePoint(alarm_id=p.alarm_id, sensor=p.sensor, area=p.area,
+                        kind=p.kind, limit=p.limit, category=p.category,  # type: ignore[arg-type]
+                        priority=p.priority)  # type: ignore[arg-type]
+            for p in self.manager.standing() if p.process_active
+        ]
+
+    def periods_in_force(self, now_ms: int) -> list[ImportantPeriod]:
+        return active_periods(self.periods, now_ms)
+
+    def grades(self, now_ms: int) -> dict[str, AreaRisk]:
+        floors = risk_floors(self.periods_in_force(now_ms), self.inherent_risk)
+        return grade_areas(self.inherent_risk, self.active_points(), self.risk_rules,
+                           floors=floors)
+
+    # ------------------------------------------------------------------ hazards
+    def _automatic_hazards(self, changes: list[AlarmChange]) -> list[Hazard]:
+        raised: list[Hazard] = []
+        for c in changes:
+            point = c.point
+            if point is None:
+                continue
+            source: str | None = None
+            if c.change == "chattering":
+                source, detail = "chattering", (
+                    f"{c.alarm_id} raised {self.manager.policy.chatter_count} or more times "
+                    f"within {self.manager.policy.chatter_window_ms // 1000} s")
+            elif c.change == "raised" and point["category"] == "fault":
+                source, detail = "sensor_fault", f"{c.alarm_id}: sensor fault ({point['limit']})"
+            elif (c.change == "raised" and point["category"] in _REPEATED_CATEGORIES
+                  and self._repeated.feed(point["sensor"], c.ts)):
+                source, detail = "repeated_alarm", (
+                    f"{point['sensor']} alarmed {self.hazard_rules.repeated_alarm_count} times "
+                    f"within {self.hazard_rules.repeated_alarm_window_ms // 3_600_000} h")
+            if source is None:
+                continue
+            made = self.hazards.raise_automatic(
+                source, sensor=point["sensor"], ts=c.ts, area=point["area"],
+                post=point["post"], source_ref=c.alarm_id, detail=detail)
+            if made is not None:
+                self._journal_hazard(made.record)
+                raised.append(made.hazard)
+        return raised
+
+    def _journal_hazard(self, record: Mapping[str, Any]) -> None:
+        if self.hazard_journal is not None:
+            self.hazard_journal.append(record)
+
+    def create_hazard(self, **fields: Any) -> Hazard:
+        made = self.hazards.create(**fields)
+        self._journal_hazard(made.record)
+        return made.hazard
+
+    def update_hazard(self, hazard_id: str, **fields: Any) -> Hazard:
+        made = self.hazards.update(hazard_id, **fields)
+        self._journal_hazard(made.record)
+        return made.hazard
