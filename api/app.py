@@ -26,7 +26,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from alarms.board import AlarmBoard
+from alarms.system import AlarmSystem, Outcome
+from api.alarm_routes import alarm_router
+from api.auth import TokenStore
 from api.hub import EventHub
 from api.models import (
     AlarmOut,
@@ -71,17 +73,21 @@ class ApiServices:
     """Everything the API reads from; built by the composition root (or a test).
 
     ``health`` returns a JSON-able dict whose ``status`` is ``"ok"`` when all is
-    well. ``clock_ms`` resolves ``now`` and relative times; ``keepalive_s`` is
+    well. ``commit`` applies operator-action records through the pipeline
+    (journal, checkpoint, notifications), so API actions and readings share
+    one ordered, durable path. ``clock_ms`` resolves ``now`` and relative times; ``keepalive_s`` is
     the idle time before the event stream sends a keep-alive comment.
     """
 
     plant: PlantConfig
     table: SensorTable
     store: ReadingStore
-    board: AlarmBoard
+    alarms: AlarmSystem
     hub: EventHub
     registry: CollectorRegistry
     health: Callable[[], dict[str, Any]]
+    tokens: TokenStore
+    commit: Callable[[list[dict[str, Any]]], Outcome]
     clock_ms: Callable[[], int] = wall_clock_ms
     keepalive_s: float = 15.0
 
@@ -278,13 +284,28 @@ def create_app(services: ApiServices) -> FastAPI:
     @app.get(f"{_API}/alarms", tags=["alarms"])
     async def get_alarms(
         state: Annotated[
-            Literal["active", "all"],
-            Query(description="`active`: alarms standing now; `all`: every alarm point seen."),
+            Literal["active", "all", "shelved", "suppressed", "out_of_service"],
+            Query(description="`active`: every alarm not in state normal (unacknowledged, "
+                  "acknowledged, returned unacknowledged, latched), overlays included; "
+                  "`all`: every alarm point seen; `shelved`, `suppressed`, "
+                  "`out_of_service`: points under that overlay."),
         ] = "active",
+        post: Annotated[str | None, Query(description="Only this post's alarms.")] = None,
+        team: str | None = None,
+        area: str | None = None,
     ) -> list[AlarmOut]:
         """Alarm points, oldest raise first."""
-        alarms = services.board.active() if state == "active" else services.board.all()
-        return [AlarmOut.model_validate(a.to_dict()) for a in alarms]
+        manager = services.alarms.manager
+        points = manager.standing() if state == "active" else manager.points()
+        if state == "shelved":
+            points = [p for p in points if p.shelved is not None]
+        elif state == "suppressed":
+            points = [p for p in points if p.suppressed_by]
+        elif state == "out_of_service":
+            points = [p for p in points if p.out_of_service is not None]
+        points = [p for p in points if (post is None or p.post == post)
+                  and (team is None or p.team == team) and (area is None or p.area == area)]
+        return [AlarmOut.model_validate(p.to_dict()) for p in points]
 
     @app.get(
         f"{_API}/alarms/stream",
@@ -297,7 +318,7 @@ def create_app(services: ApiServices) -> FastAPI:
         return EventStreamResponse(
             alarm_stream(
                 services.hub,
-                services.board,
+                services.alarms.manager.standing,
                 keepalive_s=services.keepalive_s,
                 clock_ms=services.clock_ms,
             )
@@ -330,6 +351,9 @@ def create_app(services: ApiServices) -> FastAPI:
     async def metrics() -> Response:
         """Prometheus metrics of this process."""
         return Response(generate_latest(services.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(alarm_router(services.plant, services.alarms, services.tokens,
+                                    services.commit, services.clock_ms))
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

@@ -24,12 +24,15 @@ __all__ = [
     "EnterpriseOut",
     "ErrorOut",
     "LimitsOut",
+    "OutOfServiceOut",
     "PlantOut",
     "PointOut",
     "PostOut",
+    "RationalizationOut",
     "ReadingsOut",
     "SensorDetailOut",
     "SensorOut",
+    "ShelveOut",
     "SiteOut",
     "TeamOut",
     "WorkshopOut",
@@ -151,8 +154,36 @@ class ReadingsOut(_Out):
     points: list[PointOut]
 
 
+class ShelveOut(_Out):
+    by: str
+    reason: str
+    ts: int
+    until_ts: int | None = Field(description="Timed shelve: when it ends (epoch ms).")
+    oneshot: bool = Field(description="One-shot: ends when the alarm returns to normal.")
+
+
+class OutOfServiceOut(_Out):
+    by: str
+    reason: str
+    ts: int
+
+
+class RationalizationOut(_Out):
+    priority: Priority
+    latched: bool
+    realarm_s: float
+    max_shelve_s: float
+    cause: str
+    consequence: str
+    corrective_action: str
+    max_response_s: float | None
+    class_: str = Field(alias="class", serialization_alias="class")
+
+
 class AlarmOut(_Out):
-    """Current state of one alarm point (one condition of one sensor)."""
+    """Current state of one alarm point (one condition of one sensor), ISA-18.2."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     alarm_id: str = Field(examples=["TF-LEL-001:hh"])
     sensor: str
@@ -161,16 +192,34 @@ class AlarmOut(_Out):
         "stuck, range, spike, nodata (sensor faults)."
     )
     category: Literal["alarm", "warning", "fault"] = "alarm"
+    state: Literal["normal", "unack", "ack", "rtn_unack", "latched"] = Field(
+        description="normal; unack (active, unacknowledged); ack (active, acknowledged); "
+        "rtn_unack (returned to normal, unacknowledged); latched (returned to normal, "
+        "waiting for a reset)."
+    )
+    active: bool = Field(description="Whether the process condition is active now.")
+    acked: bool
+    priority: Priority = Field(description="Effective priority at the latest raise.")
+    colour: RiskColour = Field(description="The priority's display colour.")
     eta_s: float | None = Field(
         default=None, description="trend warnings: seconds to the limit when raised"
     )
-    state: Literal["active", "normal"]
-    raised_ts: int = Field(description="When it was last raised, epoch ms UTC.")
-    raised_value: float
-    setpoint: float
+    raised_ts: int | None = Field(description="When it was last raised, epoch ms UTC.")
+    raised_value: float | None
+    setpoint: float | None
     cleared_ts: int | None
     cleared_value: float | None
-    priority: str
+    raise_count: int
+    annunciated: bool = Field(
+        description="Shown to the operator: false while shelved, suppressed, out of "
+        "service or held back by a flood of its post."
+    )
+    shelved: ShelveOut | None
+    out_of_service: OutOfServiceOut | None
+    suppressed_by: list[str] = Field(description="Suppression rules in force on it.")
+    flood_held: bool
+    chattering: bool
+    stale: bool
     site: str
     workshop: str
     area: str
@@ -178,7 +227,7 @@ class AlarmOut(_Out):
     post: str
     kind: str
     unit: str
-    raise_count: int
+    rationalization: RationalizationOut
 
 
 def _sensor_fields(sensor: SensorConfig) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any, Final
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from alarms.board import AlarmBoard
+from alarms.points import AlarmPoint
 from api.hub import EventHub
 
 __all__ = [
@@ -65,14 +65,14 @@ def format_event(event: str, data: dict[str, Any]) -> bytes:
 
 async def alarm_stream(
     hub: EventHub,
-    board: AlarmBoard,
+    standing: Callable[[], list[AlarmPoint]],
     *,
     keepalive_s: float = 15.0,
     clock_ms: Callable[[], int] | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The bytes of one client's event stream; ends on overflow or hub close."""
     async with hub.subscribe() as subscription:
-        snapshot: dict[str, Any] = {"alarms": [a.to_dict() for a in board.active()]}
+        snapshot: dict[str, Any] = {"alarms": [a.to_dict() for a in standing()]}
         if clock_ms is not None:
             snapshot["ts"] = clock_ms()
         yield f"retry: {RETRY_MS}\n".encode() + format_event(SNAPSHOT_EVENT, snapshot)

@@ -1,4 +1,4 @@
-"""The ``plantwatch`` command line: run, demo, simulate."""
+"""The ``plantwatch`` command line: run, demo, simulate, evaluate, token."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from api.auth import Role, TokenStore
 from plantwatch import evaluate_nab, evaluate_tabular
+from plantwatch.alarm_config import AlarmConfig, load_alarm_config
 from plantwatch.config import ConfigError, PlantConfig, load_plant
 from plantwatch.settings import Settings, load_settings
 
@@ -34,6 +37,12 @@ evaluate_app.command("nab")(evaluate_nab.nab)
 evaluate_app.command("table")(evaluate_tabular.table)
 app.add_typer(evaluate_app, name="evaluate")
 
+token_app = typer.Typer(
+    help="API tokens (stored hashed) for operators, engineers and admins.",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
@@ -52,10 +61,19 @@ def _load_plant_or_exit(path: Path) -> PlantConfig:
         raise typer.Exit(2) from exc
 
 
-async def _serve(settings: Settings, plant: PlantConfig, on_ready: object = None) -> None:
+def _load_alarm_config_or_exit(settings: Settings, plant: PlantConfig) -> AlarmConfig:
+    try:
+        return load_alarm_config(settings.alarms_file(), plant)
+    except ConfigError as exc:
+        console.print(f"[red]invalid alarm config[/red]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+async def _serve(settings: Settings, plant: PlantConfig, on_ready: object = None,
+                 alarm_config: AlarmConfig | None = None) -> None:
     from plantwatch.service import Service
 
-    service = Service(settings, plant)
+    service = Service(settings, plant, alarm_config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop)
@@ -87,7 +105,8 @@ def run(
         overrides["plant"] = plant
     settings = load_settings(settings_file, **overrides)
     plant_config = _load_plant_or_exit(settings.plant)
-    asyncio.run(_serve(settings, plant_config))
+    alarm_config = _load_alarm_config_or_exit(settings, plant_config)
+    asyncio.run(_serve(settings, plant_config, alarm_config=alarm_config))
 
 
 @app.command()
@@ -132,6 +151,8 @@ def demo(
         sqlite={"path": state_dir / "plantwatch.sqlite3"},
         api={"host": "127.0.0.1", "port": port},
     )
+    alarm_config = _load_alarm_config_or_exit(settings, plant_config)
+    demo_token = _token_store(settings).create("demo", "admin", int(time.time() * 1000))
     stop = threading.Event()
 
     def simulate() -> None:
@@ -150,7 +171,13 @@ def demo(
             f"  active alarms  {base}/api/v1/alarms\n"
             f"  alarm stream   {base}/api/v1/alarms/stream\n"
             f"  metrics        {base}/metrics\n"
-            f"  MQTT broker    {broker.url}  (dead letters on plantwatch/deadletter)\n"
+            f"  risk colours   {base}/api/v1/risk\n"
+            f"  alarm KPIs     {base}/api/v1/kpi?scope=enterprise&start=-1h\n"
+            f"  MQTT broker    {broker.url}  (dead letters on plantwatch/deadletter,\n"
+            "                 alarm states retained on plantwatch/alarms/#)\n"
+            f"  API token      {demo_token}  (admin; the dashboard asks for it on Ack)\n"
+            f"    e.g. curl -X POST -H 'Authorization: Bearer {demo_token}' "
+            f"{base}/api/v1/alarms/ALARM_ID/ack\n"
             f"  simulated leak in area [bold]{leak_spec.area}[/bold] "
             f"{leak_spec.at_s:.0f} s after start\n"
             "Press Ctrl-C to stop.\n"
@@ -158,7 +185,7 @@ def demo(
         threading.Thread(target=simulate, name="simulator", daemon=True).start()
 
     try:
-        asyncio.run(_serve(settings, plant_config, announce))
+        asyncio.run(_serve(settings, plant_config, announce, alarm_config))
     finally:
         stop.set()
         broker.stop()
@@ -214,3 +241,58 @@ def simulate(
 
 if __name__ == "__main__":
     app()
+
+
+def _token_store(settings: Settings) -> TokenStore:
+    return TokenStore(settings.api.tokens_file or settings.state_dir / "tokens.json")
+
+
+def _settings_for_tokens(settings_file: Path | None, state_dir: Path | None) -> Settings:
+    overrides: dict[str, object] = {}
+    if state_dir is not None:
+        overrides["state_dir"] = state_dir
+    return load_settings(settings_file, **overrides)
+
+
+SettingsOption = Annotated[Path | None, typer.Option("--settings", help="TOML settings file")]
+StateDirOption = Annotated[
+    Path | None, typer.Option(help="the service's state directory (default from settings: var)")
+]
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="who holds it (shown in the audit trail)")],
+    role: Annotated[
+        Role, typer.Option(help="viewer < operator < engineer < admin")
+    ] = "operator",
+    settings_file: SettingsOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    store = _token_store(_settings_for_tokens(settings_file, state_dir))
+    try:
+        token = store.create(name, role, int(time.time() * 1000))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(f"token for [bold]{name}[/bold] ({role}); it is not shown again:")
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(settings_file: SettingsOption = None, state_dir: StateDirOption = None) -> None:
+    """Names and roles of the tokens (never the tokens)."""
+    for row in _token_store(_settings_for_tokens(settings_file, state_dir)).list():
+        typer.echo(f"{row['name']}\t{row['role']}\tcreated {row['created_ts']}")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: str, settings_file: SettingsOption = None, state_dir: StateDirOption = None
+) -> None:
+    """Revoke a token by its holder's name."""
+    if not _token_store(_settings_for_tokens(settings_file, state_dir)).revoke(name):
+        console.print(f"[red]no token named {name!r}[/red] (plantwatch token list shows them)")
+        raise typer.Exit(1)
+    console.print(f"revoked {name}")

@@ -15,14 +15,17 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from alarms.board import AlarmBoard
-from alarms.events import AlarmEvent
+from alarms.hazards import HazardJournal
 from alarms.journal import AlarmJournal
+from alarms.lifecycle import AlarmManager
+from alarms.system import AlarmSystem, period_priority
 from api.app import ApiServices, create_app
+from api.auth import TokenStore
 from api.hub import EventHub
 from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
@@ -38,8 +41,11 @@ from ingest.spool import Spool
 from ingest.sqlite_store import SQLiteStore
 from ingest.store import ReadingStore
 from ingest.writer import StoreWriter
+from plantwatch.alarm_config import AlarmConfig, load_alarm_config
 from plantwatch.config import PlantConfig, load_plant
+from plantwatch.notify import AlarmNotifier, webhook_targets
 from plantwatch.settings import Settings
+from plantwatch.webhooks import WebhookNotifier
 
 __all__ = ["Service"]
 
@@ -57,9 +63,11 @@ class _ApiServer(uvicorn.Server):
 class Service:
     """plantwatch as one running service."""
 
-    def __init__(self, settings: Settings, plant: PlantConfig | None = None) -> None:
+    def __init__(self, settings: Settings, plant: PlantConfig | None = None,
+                 alarm_config: AlarmConfig | None = None) -> None:
         self.settings = settings
         self.plant = plant or load_plant(settings.plant)
+        self.alarm_config = alarm_config or load_alarm_config(settings.alarms_file(), self.plant)
         self.table = SensorTable.from_config(self.plant)
         self.metrics = IngestMetrics()
         self.hub = EventHub(registry=self.metrics.registry)
@@ -67,12 +75,11 @@ class Service:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.store = self._make_store()
         self.spool = Spool(state_dir / "spool.bin")
-        self.journal = AlarmJournal(state_dir / "alarms.jsonl")
         self.checkpoint = CheckpointFile(state_dir / "detectors.npz")
         self.detector = DetectorSuite(self.table)
-        self.board: AlarmBoard = restore_alarm_state(
-            self.table, self.detector, self.journal, self.checkpoint
-        )
+        self.alarms = self._make_alarm_system(state_dir)
+        restore_alarm_state(self.table, self.detector, self.alarms, self.checkpoint)
+        self.tokens = TokenStore(settings.api.tokens_file or state_dir / "tokens.json")
         self.source = MqttSource(
             settings.mqtt.url,
             settings.mqtt.client_id,
@@ -84,14 +91,22 @@ class Service:
         self.writer = StoreWriter(
             self.store, self.spool, self.metrics, concurrency=settings.ingest.write_concurrency
         )
+        self.webhooks: WebhookNotifier | None = None
+        if settings.notify.webhooks:
+            self.webhooks = WebhookNotifier(webhook_targets(settings.notify.webhooks),
+                                            registry=self.metrics.registry)
+        self.notifier = AlarmNotifier(
+            self.hub, publish=self._publish, webhooks=self.webhooks,
+            fire_control=self.alarm_config.fire_control,
+            area_site={p.area: p.site for p in self.plant.places()},
+        )
         ing = settings.ingest
         self.pipeline = Pipeline(
             table=self.table,
             source=self.source,
             writer=self.writer,
             detector=self.detector,
-            board=self.board,
-            journal=self.journal,
+            alarms=self.alarms,
             checkpoint=self.checkpoint,
             metrics=self.metrics,
             config=PipelineConfig(
@@ -105,7 +120,7 @@ class Service:
                     max_age_ms=int(ing.max_age_days * 86_400_000),
                 ),
             ),
-            on_alarm_events=self._announce,
+            on_alarm_outcome=self.notifier,
         )
         self.writer.on_refused = self.pipeline.dead_letter_refused
         self.started_at = time.time()
@@ -132,9 +147,23 @@ class Service:
             max_connections=ix.max_connections,
         )
 
-    def _announce(self, events: list[AlarmEvent]) -> None:
-        for event in events:
-            self.hub.publish("alarm", event.to_dict())
+    def _make_alarm_system(self, state_dir: Path) -> AlarmSystem:
+        cfg = self.alarm_config
+        manager = AlarmManager(cfg.catalogue(self.plant), cfg.policy(), cfg.suppression_rules(),
+                               priority_at=period_priority(cfg.periods))
+        return AlarmSystem(
+            manager,
+            AlarmJournal(state_dir / "alarms.jsonl"),
+            hazard_journal=HazardJournal(state_dir / "hazards.jsonl"),
+            hazard_rules=cfg.hazard_rules(),
+            inherent_risk={a.id: a.risk for s in self.plant.sites for w in s.workshops
+                           for a in w.areas},
+            risk_rules=cfg.rules_for_risk(),
+            periods=cfg.periods,
+        )
+
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.source.publish(topic, payload, qos=qos, retain=retain)
 
     def health(self) -> dict[str, Any]:
         connected = self.source.connected
@@ -147,7 +176,8 @@ class Service:
             "spool_readings": self.spool.readings,
             "writer_queue": self.writer.queued,
             "source_pending": self.source.pending,
-            "active_alarms": len(self.board.active()),
+            "standing_alarms": len(self.alarms.manager.standing()),
+            "posts_in_flood": [f.post for f in self.alarms.manager.floods.open_floods()],
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 
@@ -156,10 +186,12 @@ class Service:
             plant=self.plant,
             table=self.table,
             store=self.store,
-            board=self.board,
+            alarms=self.alarms,
             hub=self.hub,
             registry=self.metrics.registry,
             health=self.health,
+            tokens=self.tokens,
+            commit=self.pipeline.commit,
         )
 
     def bind_api(self) -> int:
@@ -212,11 +244,16 @@ class Service:
         )
         server = _ApiServer(config)
         try:
-            async with self.source, asyncio.TaskGroup() as tg:
+            async with contextlib.AsyncExitStack() as exits, self.source, \
+                    asyncio.TaskGroup() as tg:
                 store_start = None
                 if not await self._try_start_store():
                     store_start = tg.create_task(self._start_store(), name="store-start")
                 writer = tg.create_task(self.writer.run(), name="store-writer")
+                webhooks = None
+                if self.webhooks is not None:
+                    await exits.enter_async_context(self.webhooks)
+                    webhooks = tg.create_task(self.webhooks.run(), name="webhooks")
                 pipeline = tg.create_task(self.pipeline.run(), name="pipeline")
                 api = tg.create_task(server.serve(sockets=[self._api_socket]), name="api")
                 while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
@@ -234,6 +271,10 @@ class Service:
                 server.should_exit = True
                 await api
                 writer.cancel()
+                if webhooks is not None and self.webhooks is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await self.webhooks.join(5)
+                    webhooks.cancel()
                 if store_start is not None:
                     store_start.cancel()
         finally:

@@ -8,8 +8,9 @@ Examples::
     PLANTWATCH_INFLUXDB__TOKEN=...          # InfluxDB 2.x/3.x (v1-compatible API)
 
 or ``plantwatch run --settings plantwatch.toml`` with sections ``[mqtt]``,
-``[influxdb]``, ``[sqlite]``, ``[ingest]``, ``[api]`` and top-level keys
-``plant``, ``store``, ``state_dir``. Environment variables win over the file.
+``[influxdb]``, ``[sqlite]``, ``[ingest]``, ``[api]``, ``[[notify.webhooks]]``
+and top-level keys ``plant``, ``alarms``, ``store``, ``state_dir``.
+Environment variables win over the file.
 """
 
 from __future__ import annotations
@@ -83,6 +84,26 @@ class IngestSettings(BaseModel):
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # Hashed API tokens (``plantwatch token create``); default <state_dir>/tokens.json.
+    tokens_file: Path | None = None
+
+
+class WebhookSettings(BaseModel):
+    """One webhook receiver of alarm notifications (JSON, HMAC-SHA256 signed)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    url: str = Field(pattern=r"^https?://")
+    secret: str = ""
+    # Event types to send (alarm, risk, hazard, flood); empty: all of them.
+    events: list[Literal["alarm", "risk", "hazard", "flood", "alarm_system"]] = []
+    # Also receives the fire-control copy of second-level combustible gas alarms.
+    fire_control: bool = False
+    timeout_s: float = Field(5.0, gt=0)
+    max_attempts: int = Field(6, ge=1)
+
+
+class NotifySettings(BaseModel):
+    webhooks: list[WebhookSettings] = []
 
 
 class Settings(BaseSettings):
@@ -91,6 +112,8 @@ class Settings(BaseSettings):
     )
 
     plant: Path = Path("config/plant.yaml")
+    # The alarm philosophy; default: alarms.yaml beside the plant file, if there is one.
+    alarms: Path | None = None
     store: Literal["influxdb", "sqlite"] = "influxdb"
     state_dir: Path = Path("var")
     mqtt: MqttSettings = MqttSettings()
@@ -98,6 +121,13 @@ class Settings(BaseSettings):
     sqlite: SQLiteSettings = SQLiteSettings()
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
+    notify: NotifySettings = NotifySettings()
+
+    def alarms_file(self) -> Path | None:
+        if self.alarms is not None:
+            return self.alarms
+        beside = self.plant.parent / "alarms.yaml"
+        return beside if beside.is_file() else None
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,9 +20,14 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
 from starlette.requests import ClientDisconnect
 
-from alarms.board import AlarmBoard
+from alarms.catalogue import AlarmCatalogue
 from alarms.events import AlarmAction, AlarmEvent, alarm_id
+from alarms.journal import AlarmJournal
+from alarms.lifecycle import AlarmManager
+from alarms.risk import DEFAULT_RISK_RULES
+from alarms.system import AlarmSystem, Outcome
 from api import ApiServices, EventHub, create_app
+from api.auth import TokenStore
 from api.sse import KEEPALIVE, alarm_stream, format_event
 from api.timeparse import MAX_EPOCH_MS, TimeParamError, parse_duration_ms, parse_time_ms
 from detectors.batch import ReadingBatch
@@ -29,6 +35,7 @@ from detectors.sensor_table import SensorTable
 from ingest.errors import StoreUnavailable
 from ingest.store import ReadingStore, SeriesPoint
 from plantwatch.config import PlantConfig, parse_plant
+from plantwatch.notify import AlarmNotifier
 
 NOW = 1_714_557_600_000  # 2024-05-01T10:00:00Z
 HOUR = 3_600_000
@@ -177,15 +184,30 @@ def health_report() -> dict[str, Any]:
 
 
 @pytest.fixture
-def services(plant: PlantConfig, store: FakeStore, health_report: dict[str, Any]) -> ApiServices:
+def services(plant: PlantConfig, store: FakeStore, health_report: dict[str, Any],
+             tmp_path: Path) -> ApiServices:
     registry = CollectorRegistry()
     reading_store: ReadingStore = store
+    alarms = AlarmSystem(
+        AlarmManager(AlarmCatalogue(plant)), AlarmJournal(tmp_path / "alarms.jsonl"),
+        inherent_risk={a.id: a.risk for s in plant.sites for w in s.workshops for a in w.areas},
+        risk_rules=DEFAULT_RISK_RULES)
+    hub = EventHub(queue_size=32, registry=registry)
+    announce = AlarmNotifier(hub)
+
+    def commit(records: list[dict[str, Any]]) -> Outcome:
+        outcome = alarms.commit(records, NOW)
+        announce(outcome)
+        return outcome
+
     return ApiServices(
         plant=plant,
         table=SensorTable.from_config(plant),
         store=reading_store,
-        board=AlarmBoard(),
-        hub=EventHub(queue_size=32, registry=registry),
+        alarms=alarms,
+        tokens=TokenStore(tmp_path / "tokens.json"),
+        commit=commit,
+        hub=hub,
         registry=registry,
         health=lambda: health_report,
         clock_ms=lambda: NOW,
@@ -533,25 +555,33 @@ def feed_alarms(services: ApiServices) -> None:
         make_event(t, "TK-P-001", "h", "raise", NOW - 20_000, 820.0),
         make_event(t, "TK-P-001", "h", "clear", NOW - 10_000, 780.0),
     ):
-        services.board.apply(event)
+        services.alarms.manager.apply(event.to_dict())
 
 
 async def test_alarms_active_and_all(client: httpx.AsyncClient, services: ApiServices) -> None:
     feed_alarms(services)
+    # Returned to normal but unacknowledged still stands on the operator's list.
+    active = (await client.get("/api/v1/alarms")).json()
+    assert [(a["alarm_id"], a["state"]) for a in active] == [
+        ("TF-LEL-001:h", "unack"), ("TF-LEL-001:hh", "unack"), ("TK-P-001:h", "rtn_unack")]
+    point = services.alarms.manager.get("TF-LEL-001:hh")
+    assert point is not None and active[1] == point.to_dict()
+    assert (await client.get("/api/v1/alarms", params={"state": "active"})).json() == active
+    assert active[2]["cleared_ts"] == NOW - 10_000 and active[2]["active"] is False
+
+    services.alarms.manager.apply(
+        {"type": "action", "action": "ack", "alarm_id": "TK-P-001:h", "by": "op", "ts": NOW})
     active = (await client.get("/api/v1/alarms")).json()
     assert [a["alarm_id"] for a in active] == ["TF-LEL-001:h", "TF-LEL-001:hh"]
-    assert active[1] == services.board.get("TF-LEL-001:hh").to_dict()  # type: ignore[union-attr]
-    assert (await client.get("/api/v1/alarms", params={"state": "active"})).json() == active
-
     everything = (await client.get("/api/v1/alarms", params={"state": "all"})).json()
     assert [(a["alarm_id"], a["state"]) for a in everything] == [
-        ("TF-LEL-001:h", "active"),
-        ("TF-LEL-001:hh", "active"),
+        ("TF-LEL-001:h", "unack"),
+        ("TF-LEL-001:hh", "unack"),
         ("TK-P-001:h", "normal"),
     ]
-    assert everything[2]["cleared_ts"] == NOW - 10_000
 
-    response = await client.get("/api/v1/alarms", params={"state": "shelved"})
+    assert (await client.get("/api/v1/alarms", params={"state": "shelved"})).json() == []
+    response = await client.get("/api/v1/alarms", params={"state": "silenced"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "state"]
 
@@ -588,13 +618,15 @@ def test_format_event_is_one_json_line() -> None:
 async def test_alarm_stream_generator(services: ApiServices) -> None:
     feed_alarms(services)
     hub = services.hub
-    stream = alarm_stream(hub, services.board, keepalive_s=0.05, clock_ms=lambda: NOW)
+    stream = alarm_stream(
+        hub, services.alarms.manager.standing, keepalive_s=0.05, clock_ms=lambda: NOW)
     first = await anext(stream)
     assert first.startswith(b"retry: ")
     ((event, data),) = parse_sse(first)
     assert event == "snapshot"
     assert data["ts"] == NOW
-    assert [a["alarm_id"] for a in data["alarms"]] == ["TF-LEL-001:h", "TF-LEL-001:hh"]
+    assert [a["alarm_id"] for a in data["alarms"]] == [
+        "TF-LEL-001:h", "TF-LEL-001:hh", "TK-P-001:h"]
     assert hub.subscriber_count == 1
 
     raised = make_event(services.table, "TF-H2S-001", "hh", "raise", NOW, 20.0)
@@ -608,7 +640,7 @@ async def test_alarm_stream_generator(services: ApiServices) -> None:
 
 async def test_alarm_stream_ends_on_overflow_and_on_close(services: ApiServices) -> None:
     hub = EventHub(queue_size=2)
-    stream = alarm_stream(hub, services.board, keepalive_s=5)
+    stream = alarm_stream(hub, services.alarms.manager.standing, keepalive_s=5)
     await anext(stream)
     for i in range(3):
         hub.publish("alarm", {"n": i})
@@ -617,7 +649,7 @@ async def test_alarm_stream_ends_on_overflow_and_on_close(services: ApiServices)
         await anext(stream)
 
     hub2 = EventHub()
-    stream2 = alarm_stream(hub2, services.board, keepalive_s=5)
+    stream2 = alarm_stream(hub2, services.alarms.manager.standing, keepalive_s=5)
     await anext(stream2)
     hub2.close()
     with pytest.raises(StopAsyncIteration):
@@ -680,10 +712,10 @@ async def test_stream_endpoint_live_and_cleans_up_on_disconnect(
     assert headers[b"cache-control"] == b"no-cache"
     ((event, data),) = parse_sse((await conn.next())["body"])
     assert event == "snapshot"
-    assert len(data["alarms"]) == 2
+    assert len(data["alarms"]) == 3
 
     raised = make_event(services.table, "TK-P-001", "hh", "raise", NOW, 950.0)
-    services.board.apply(raised)
+    services.alarms.manager.apply(raised.to_dict())
     services.hub.publish("alarm", raised.to_dict())
     assert parse_sse((await conn.next())["body"]) == [("alarm", raised.to_dict())]
     assert parse_sse((await conn.next())["body"]) == [("comment", "keepalive")]
@@ -761,7 +793,7 @@ async def test_stream_over_real_uvicorn(live_server: str, services: ApiServices)
         snapshot = await _next_message(lines)
         assert snapshot[0].startswith("retry: ")
         assert snapshot[1] == "event: snapshot"
-        assert len(json.loads(snapshot[2].removeprefix("data: "))["alarms"]) == 2
+        assert len(json.loads(snapshot[2].removeprefix("data: "))["alarms"]) == 3
 
         raised = make_event(services.table, "TF-H2S-001", "h", "raise", NOW, 9.0)
         services.hub.publish("alarm", raised.to_dict())
@@ -864,13 +896,18 @@ async def test_docs_and_openapi(client: httpx.AsyncClient) -> None:
     assert "PlantOut" in spec["components"]["schemas"]
 
 
-async def test_apps_share_nothing(services: ApiServices, plant: PlantConfig) -> None:
+async def test_apps_share_nothing(services: ApiServices, plant: PlantConfig,
+                                  tmp_path: Path) -> None:
     other_store = FakeStore()
+    other_alarms = AlarmSystem(AlarmManager(AlarmCatalogue(plant)),
+                               AlarmJournal(tmp_path / "other.jsonl"))
     other = ApiServices(
         plant=plant,
         table=SensorTable.from_config(plant),
         store=other_store,
-        board=AlarmBoard(),
+        alarms=other_alarms,
+        tokens=TokenStore(tmp_path / "other-tokens.json"),
+        commit=lambda records: other_alarms.commit(records, NOW),
         hub=EventHub(),
         registry=CollectorRegistry(),
         health=lambda: {"status": "ok"},
@@ -878,7 +915,7 @@ async def test_apps_share_nothing(services: ApiServices, plant: PlantConfig) -> 
     )
     feed_alarms(services)
     first, second = create_app(services), create_app(other)
-    for app, expected in ((first, 2), (second, 0)):
+    for app, expected in ((first, 3), (second, 0)):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert len((await client.get("/api/v1/alarms")).json()) == expected
@@ -973,24 +1010,40 @@ async def test_dashboard_in_headless_chromium(
             await browser.call("Runtime.enable")
             await browser.call("Page.navigate", url=f"{live_server}/")
             await browser.wait_for("document.getElementById('link')?.textContent === 'live'")
-            await browser.wait_for("document.querySelectorAll('#alarm-rows tr').length === 2")
+            rows = "document.querySelectorAll('#alarm-rows tr').length"
+            await browser.wait_for(f"{rows} === 3")  # two unacknowledged, one returned
             assert await browser.eval("document.title") == "plantwatch"
             area = "document.querySelector('[data-area=\"north/ws1/{}\"]').className"
+            risk = "document.querySelector('[data-area=\"north/ws1/{}\"]').dataset.risk"
             assert "state-2" in await browser.eval(area.format("reactor"))  # an HH alarm
             assert "state-" not in await browser.eval(area.format("tankfarm"))
+            await browser.wait_for(f"{risk.format('tankfarm')} === 'yellow'")  # inherent
 
-            raised = make_event(services.table, "TK-P-001", "h", "raise", NOW, 830.0)
-            services.board.apply(raised)
-            services.hub.publish("alarm", raised.to_dict())
-            await browser.wait_for("document.querySelectorAll('#alarm-rows tr').length === 3")
-            assert "state-1" in await browser.eval(area.format("tankfarm"))  # an H alarm
+            raised = make_event(services.table, "TK-P-001", "hh", "raise", NOW, 930.0)
+            services.commit([raised.to_dict()])
+            await browser.wait_for(f"{rows} === 4")
+            assert "state-2" in await browser.eval(area.format("tankfarm"))
+            # The live risk colour rises with the HH alarm (a risk event on the stream).
+            await browser.wait_for(f"{risk.format('tankfarm')} === 'orange'")
 
             cleared = make_event(services.table, "TF-LEL-001", "hh", "clear", NOW, 30.0)
-            services.board.apply(cleared)
-            services.hub.publish("alarm", cleared.to_dict())
-            await browser.wait_for("document.querySelectorAll('#alarm-rows tr').length === 2")
-            reactor = await browser.eval(area.format("reactor"))
-            assert "state-1" in reactor and "state-2" not in reactor  # only its H is left
+            services.commit([cleared.to_dict()])
+            reactor = area.format("reactor")
+            await browser.wait_for(f"!{reactor}.includes('state-2')")
+            assert "state-1" in await browser.eval(reactor)  # only its H is active
+            assert await browser.eval(rows) == 4  # returned, unacknowledged: still listed
+
+            # The operator acknowledges it from the dashboard, with a token.
+            token = services.tokens.create("dash-op", "operator", NOW)
+            await browser.eval(f"sessionStorage.setItem('plantwatch-token', '{token}')")
+            await browser.eval(
+                "[...document.querySelectorAll('#alarm-rows tr')]"
+                ".find((tr) => tr.title.startsWith('TF-LEL-001:hh '))"
+                ".querySelector('button.act').click()")
+            await browser.wait_for(f"{rows} === 3")
+            assert services.alarms.manager.audit[-1]["by"] == "dash-op"
+            point = services.alarms.manager.get("TF-LEL-001:hh")
+            assert point is not None and point.state == "normal"
 
             await browser.eval("document.querySelector('[data-sensor=\"TF-LEL-001\"]').click()")
             await browser.wait_for("document.querySelector('#chart svg path.line') !== null")
@@ -1007,7 +1060,8 @@ def test_exported_members() -> None:
     assert sorted(api.__all__) == sorted(
         name
         for name in vars(api)
-        if not name.startswith("_") and name not in {"app", "hub", "models", "sse", "timeparse"}
+        if not name.startswith("_")
+            and name not in {"app", "hub", "models", "sse", "timeparse", "alarm_routes", "auth"}
     )
 
 

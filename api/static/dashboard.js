@@ -59,32 +59,56 @@ function fmtAge(ms) {
 
 // ---- alarms ---------------------------------------------------------------
 
-function alarmFromBoard(a) {
+const STATE_TEXT = {
+  unack: "unacknowledged", ack: "acknowledged", rtn_unack: "returned, unacknowledged",
+  latched: "latched (reset needed)",
+};
+
+// A row of the alarm list from a point's current state (snapshot or event).
+function alarmRow(a) {
   return {
-    alarm_id: a.alarm_id, sensor: a.sensor, limit: a.limit, value: a.raised_value,
+    alarm_id: a.alarm_id, sensor: a.sensor, limit: a.limit,
+    value: a.active ? a.raised_value : (a.cleared_value ?? a.raised_value),
     setpoint: a.setpoint, priority: a.priority, post: a.post, team: a.team, site: a.site,
-    workshop: a.workshop, area: a.area, unit: a.unit, since: a.raised_ts,
+    workshop: a.workshop, area: a.area, unit: a.unit, since: a.raised_ts, state: a.state,
+    active: a.active, acked: a.acked, annunciated: a.annunciated, shelved: a.shelved !== null,
   };
 }
 
 function applyAlarmEvent(e) {
-  if (e.action === "raise") {
-    state.alarms.set(e.alarm_id, {
-      alarm_id: e.alarm_id, sensor: e.sensor, limit: e.limit, value: e.value,
-      setpoint: e.setpoint, priority: e.priority, post: e.post, team: e.team, site: e.site,
-      workshop: e.workshop, area: e.area, unit: e.unit,
-      since: state.alarms.get(e.alarm_id)?.since ?? e.ts,
-    });
+  if (!e.alarm_id) return;
+  if (e.state === "normal") {
+    state.alarms.delete(e.alarm_id);
+    return;
+  }
+  state.alarms.set(e.alarm_id, alarmRow(e));
+  if (e.change === "raised" || e.change === "realarm") {
     state.fresh.add(e.alarm_id);
     setTimeout(() => state.fresh.delete(e.alarm_id), 2500);
-  } else if (e.action === "clear") {
-    state.alarms.delete(e.alarm_id);
+  }
+}
+
+async function operatorAction(alarmId, action) {
+  const token = sessionStorage.getItem("plantwatch-token") || prompt("API token (operator):");
+  if (!token) return;
+  const response = await fetch(`${API}/alarms/${encodeURIComponent(alarmId)}/${action}`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: "{}",
+  });
+  if (response.ok) {
+    sessionStorage.setItem("plantwatch-token", token);
+  } else {
+    if (response.status === 401) sessionStorage.removeItem("plantwatch-token");
+    const body = await response.json().catch(() => ({}));
+    alert(`${action} refused (${response.status}): ${body.detail ?? ""}`);
   }
 }
 
 function sortedAlarms() {
   return [...state.alarms.values()].sort(
-    (a, b) => (SEVERITY[b.limit] ?? 0) - (SEVERITY[a.limit] ?? 0) || a.since - b.since,
+    (a, b) => Number(b.active) - Number(a.active) ||
+      (SEVERITY[b.limit] ?? 0) - (SEVERITY[a.limit] ?? 0) || a.since - b.since,
   );
 }
 
@@ -97,7 +121,8 @@ function renderAlarms() {
       const tr = el(
         "tr",
         {
-          class: `sev-${sev}${state.fresh.has(a.alarm_id) ? " fresh" : ""}`,
+          class: `sev-${sev}${state.fresh.has(a.alarm_id) ? " fresh" : ""}` +
+            `${a.active ? "" : " returned"}${a.annunciated ? "" : " hidden-by-overlay"}`,
           title: `${a.alarm_id} · raised ${new Date(a.since).toLocaleString()}`,
           onclick: () => selectSensor(a.sensor),
         },
@@ -109,14 +134,25 @@ function renderAlarms() {
         el("td", {}, a.post),
         el("td", {}, a.area),
         el("td", { "data-since": a.since }, fmtAge(a.since)),
+        el("td", { class: `st st-${a.state}` },
+          (STATE_TEXT[a.state] ?? a.state) + (a.shelved ? " · shelved" : "")),
+        el("td", {},
+          a.acked ? (a.state === "latched"
+            ? el("button", { type: "button", class: "act", onclick: (ev) => {
+              ev.stopPropagation(); operatorAction(a.alarm_id, "reset");
+            } }, "Reset") : "")
+            : el("button", { type: "button", class: "act", onclick: (ev) => {
+              ev.stopPropagation(); operatorAction(a.alarm_id, "ack");
+            } }, "Ack")),
       );
       return tr;
     }),
   );
   document.getElementById("no-alarms").hidden = alarms.length > 0;
   const count = document.getElementById("alarm-count");
-  count.textContent = `${alarms.length} active`;
-  count.classList.toggle("hot", alarms.some((a) => (SEVERITY[a.limit] ?? 0) >= 1));
+  const unacked = alarms.filter((a) => !a.acked).length;
+  count.textContent = `${alarms.length} standing · ${unacked} unacknowledged`;
+  count.classList.toggle("hot", alarms.some((a) => a.active && (SEVERITY[a.limit] ?? 0) >= 1));
   renderAreaStates();
 }
 
@@ -175,6 +211,7 @@ function renderAreaStates() {
   const areaSev = new Map();
   const sensorSev = new Map();
   for (const a of state.alarms.values()) {
+    if (!a.active) continue;
     const sev = SEVERITY[a.limit] ?? 1;
     const key = areaKey(a.site, a.workshop, a.area);
     areaSev.set(key, Math.max(areaSev.get(key) ?? 0, sev));
@@ -189,6 +226,31 @@ function renderAreaStates() {
     const sev = sensorSev.get(button.dataset.sensor) ?? 0;
     button.classList.toggle("s-1", sev === 1);
     button.classList.toggle("s-2", sev === 2);
+  }
+}
+
+// Live risk colour (安全风险分级): the area's tile takes its live colour, the
+// badge says it, and the tooltip gives the reasons.
+function applyRisk(r) {
+  for (const tile of document.querySelectorAll(".area")) {
+    if (tile.dataset.area.split("/")[2] !== r.area) continue;
+    const colour = RISKS.includes(r.colour) ? r.colour : "blue";
+    tile.style.setProperty("--risk", `var(--risk-${colour})`);
+    tile.dataset.risk = colour;
+    const badge = tile.querySelector(".badge");
+    badge.className = `chip badge risk-${colour}`;
+    badge.textContent = colour;
+    badge.title = (r.reasons || []).join("\n");
+  }
+}
+
+async function loadRisk() {
+  try {
+    const response = await fetch(`${API}/risk`);
+    if (!response.ok) return;
+    for (const r of (await response.json()).areas) applyRisk(r);
+  } catch (err) {
+    console.warn("risk colours unavailable", err);
   }
 }
 
@@ -311,15 +373,17 @@ function connect() {
   source.addEventListener("error", () => setLink(false, "reconnecting…"));
   source.addEventListener("snapshot", (msg) => {
     const snapshot = JSON.parse(msg.data);
-    state.alarms = new Map(snapshot.alarms.map((a) => [a.alarm_id, alarmFromBoard(a)]));
+    state.alarms = new Map(snapshot.alarms.map((a) => [a.alarm_id, alarmRow(a)]));
     setLink(true, "live");
     renderAlarms();
+    if (state.plant !== null) loadRisk();
   });
   source.addEventListener("alarm", (msg) => {
     applyAlarmEvent(JSON.parse(msg.data));
     renderAlarms();
     if (state.selected !== null) loadChart();
   });
+  source.addEventListener("risk", (msg) => applyRisk(JSON.parse(msg.data)));
   // The server dropped us for being too slow; the stream ends and EventSource
   // reconnects by itself, starting again from a fresh snapshot.
   source.addEventListener("overflow", () => setLink(false, "resyncing…"));
@@ -346,6 +410,7 @@ async function start() {
       }
     }
     renderPlant();
+    loadRisk();
   } catch (err) {
     document.getElementById("areas").replaceChildren(el("p", { class: "muted" }, `Cannot load the plant: ${err}`));
   }

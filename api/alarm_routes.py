@@ -1,0 +1,288 @@
+"""Alarm management over HTTP: operator actions, audit trail, floods, KPIs, risk, hazards.
+
+Reads are open, like the rest of the API (the control-room screens use
+them). Every write needs a bearer token (:mod:`api.auth`): operators
+acknowledge, shelve (with a reason), unshelve, reset and report or progress
+hazards; engineers also take alarms out of service and enable or disable
+suppression rules. Each accepted action is journaled with who, when and why
+before the response is sent, and is in ``GET /api/v1/audit``.
+"""
+
+# No ``from __future__ import annotations``: the routes' dependency types are
+# local to alarm_router, and FastAPI resolves string annotations in module
+# globals only.
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from alarms.hazards import HazardError
+from alarms.kpi import compute_kpis, parse_scope, posts_in_scope
+from alarms.lifecycle import AlarmActionError
+from alarms.records import ActionName, action_record, suppression_record
+from alarms.system import AlarmSystem, Outcome
+from api.auth import Principal, TokenStore, require_role
+from api.models import AlarmOut
+from api.timeparse import TimeParamError, parse_duration_ms, parse_time_ms
+from plantwatch.config import PlantConfig
+
+__all__ = ["alarm_router"]
+
+Commit = Callable[[list[dict[str, Any]]], Outcome]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ActionBody(_Body):
+    reason: str = Field("", max_length=500)
+
+
+class ShelveBody(_Body):
+    reason: str = Field(min_length=1, max_length=500,
+                        description="Why the alarm is shelved (required).")
+    minutes: float | None = Field(None, gt=0, description="Timed shelve length.")
+    oneshot: bool = Field(False, description="Shelve until the alarm returns to normal.")
+
+
+class OutOfServiceBody(_Body):
+    reason: str = Field(min_length=1, max_length=500)
+    on: bool = Field(description="true: take out of service; false: return to service.")
+
+
+class SuppressionBody(_Body):
+    enabled: bool
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class HazardCreateBody(_Body):
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=5000)
+    sensor: str | None = None
+    area: str | None = None
+    post: str | None = None
+    owner: str | None = None
+    deadline: str | None = Field(None, description="ISO-8601, epoch ms or relative (`+7d`).")
+
+
+class HazardPatchBody(_Body):
+    status: Literal["reported", "assigned", "rectifying", "verified", "closed"] | None = None
+    owner: str | None = None
+    deadline: str | None = None
+    note: str | None = Field(None, max_length=5000)
+
+
+def _time(value: str | None, now_ms: int, param: str) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if text.startswith(("+", "now+")):
+            return now_ms + parse_duration_ms(text.removeprefix("now").lstrip("+"), param=param)
+        return parse_time_ms(text, now_ms=now_ms, param=param)
+    except TimeParamError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
+
+
+def alarm_router(
+    plant: PlantConfig,
+    alarms: AlarmSystem,
+    tokens: TokenStore,
+    commit: Commit,
+    clock_ms: Callable[[], int],
+) -> APIRouter:
+    """The alarm-management routes, bound to the running alarm system."""
+    router = APIRouter(prefix="/api/v1")
+    operator = Annotated[Principal, Depends(require_role(tokens, "operator"))]
+    engineer = Annotated[Principal, Depends(require_role(tokens, "engineer"))]
+    manager = alarms.manager
+
+    def point_out(alarm_id: str) -> AlarmOut:
+        point = manager.get(alarm_id)
+        if point is None:
+            raise HTTPException(status_code=404, detail=f"no alarm point {alarm_id!r} yet")
+        return AlarmOut.model_validate(point.to_dict())
+
+    def run_action(action: ActionName, alarm_id: str, who: Principal,
+                   **fields: Any) -> AlarmOut:
+        record = action_record(action, alarm_id, by=who.name, role=who.role, ts=clock_ms(),
+                               **fields)
+        try:
+            alarms.check(record)
+        except AlarmActionError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
+        commit([record])
+        return point_out(alarm_id)
+
+    @router.get("/alarms/{alarm_id}", tags=["alarms"])
+    async def get_alarm(alarm_id: str) -> AlarmOut:
+        """One alarm point with its state, overlays and rationalization."""
+        return point_out(alarm_id)
+
+    @router.post("/alarms/{alarm_id}/ack", tags=["alarm actions"])
+    async def ack(alarm_id: str, who: operator, body: ActionBody | None = None) -> AlarmOut:
+        """Acknowledge (operator)."""
+        return run_action("ack", alarm_id, who, reason=(body or ActionBody()).reason)
+
+    @router.post("/alarms/{alarm_id}/shelve", tags=["alarm actions"])
+    async def shelve(alarm_id: str, body: ShelveBody, who: operator) -> AlarmOut:
+        """Shelve for `minutes` (up to the alarm's maximum) or one-shot (operator; reason
+        required). A shelved alarm is still evaluated and recorded, not annunciated."""
+        return run_action("shelve", alarm_id, who, reason=body.reason, minutes=body.minutes,
+                          oneshot=body.oneshot)
+
+    @router.post("/alarms/{alarm_id}/unshelve", tags=["alarm actions"])
+    async def unshelve(alarm_id: str, who: operator, body: ActionBody | None = None
+                       ) -> AlarmOut:
+        """Unshelve (operator); a standing unacknowledged alarm sounds again."""
+        return run_action("unshelve", alarm_id, who, reason=(body or ActionBody()).reason)
+
+    @router.post("/alarms/{alarm_id}/reset", tags=["alarm actions"])
+    async def reset(alarm_id: str, who: operator, body: ActionBody | None = None) -> AlarmOut:
+        """Reset a latched alarm that returned to normal (operator)."""
+        return run_action("reset", alarm_id, who, reason=(body or ActionBody()).reason)
+
+    @router.post("/alarms/{alarm_id}/out-of-service", tags=["alarm actions"])
+    async def out_of_service(alarm_id: str, body: OutOfServiceBody, who: engineer
+                             ) -> AlarmOut:
+        """Take out of service for maintenance, or return to service (engineer)."""
+        return run_action("out_of_service", alarm_id, who, reason=body.reason, on=body.on)
+
+    @router.get("/audit", tags=["alarm actions"])
+    async def audit(
+        alarm_id: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> list[dict[str, Any]]:
+        """Operator and engineer actions (who, when, why, state after), newest last."""
+        now = clock_ms()
+        lo = _time(start, now, "start") or 0
+        hi = _time(end, now, "end") or now + 1
+        rows = [r for r in manager.audit
+                if lo <= int(r["ts"]) < hi and (alarm_id is None or r.get("alarm_id") == alarm_id)]
+        return rows[-limit:]
+
+    @router.get("/suppressions", tags=["alarm actions"])
+    async def suppressions() -> list[dict[str, Any]]:
+        """Suppression-by-design rules: their condition, and whether each is in force."""
+        return manager.rules()
+
+    @router.post("/suppressions/{rule_id}", tags=["alarm actions"])
+    async def set_suppression(rule_id: str, body: SuppressionBody, who: engineer
+                              ) -> dict[str, Any]:
+        """Enable or disable a suppression rule (engineer; reason required)."""
+        record = suppression_record(rule_id, body.enabled, by=who.name, role=who.role,
+                                    ts=clock_ms(), reason=body.reason)
+        try:
+            alarms.check(record)
+        except AlarmActionError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
+        commit([record])
+        return next(r for r in manager.rules() if r["id"] == rule_id)
+
+    @router.get("/floods", tags=["kpi"])
+    async def floods() -> dict[str, Any]:
+        """Posts in flood now (with the alarms held back), and every flood so far."""
+        return {
+            "open": manager.flood_summary(),
+            "history": [{"post": f.post, "start_ts": f.start_ts, "end_ts": f.end_ts,
+                         "held_back": f.held_back} for f in manager.flood_history()],
+        }
+
+    @router.get("/kpi", tags=["kpi"])
+    async def kpi(
+        scope: Annotated[str, Query(description="post:<id>, team:<id>, workshop:<id> or "
+                                    "enterprise")] = "enterprise",
+        start: Annotated[str, Query(description="Default: 24 h before end.")] = "-24h",
+        end: str = "now",
+    ) -> dict[str, Any]:
+        """Alarm KPIs of a scope beside the EEMUA 191 / ISA-18.2 targets."""
+        now = clock_ms()
+        try:
+            posts = posts_in_scope(plant, parse_scope(scope))
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        end_ms = _time(end, now, "end")
+        start_ms = _time(start, now, "start")
+        assert start_ms is not None and end_ms is not None
+        if start_ms >= end_ms:
+            raise HTTPException(status_code=422, detail=f"start {start!r} is not before end "
+                                f"{end!r}")
+        policy = manager.policy
+        report = compute_kpis(
+            manager.activations, manager.flood_history(), posts, start_ms, end_ms,
+            chatter_count=policy.chatter_count, chatter_window_ms=policy.chatter_window_ms,
+            stale_ms=policy.stale_ms,
+        )
+        return {"scope": scope, **report.to_dict()}
+
+    @router.get("/risk", tags=["risk"])
+    async def risk() -> dict[str, Any]:
+        """Every area's live risk colour (red > orange > yellow > blue) with the reasons."""
+        now = clock_ms()
+        grades = alarms.grades(now)
+        return {
+            "ts": now,
+            "areas": [g.to_dict() for g in grades.values()],
+            "periods_in_force": [p.id for p in alarms.periods_in_force(now)],
+        }
+
+    @router.get("/periods", tags=["risk"])
+    async def periods() -> list[dict[str, Any]]:
+        """Important periods (重要时段) from config, and which are in force now."""
+        now = clock_ms()
+        in_force = {p.id for p in alarms.periods_in_force(now)}
+        return [{**p.model_dump(mode="json"), "in_force": p.id in in_force}
+                for p in alarms.periods]
+
+    @router.get("/hazards", tags=["hazards"])
+    async def list_hazards(
+        status: Literal["reported", "assigned", "rectifying", "verified", "closed"] | None = None,
+        open_only: bool = False,
+        area: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Hazard tickets (隐患), with the overdue flag as of now."""
+        now = clock_ms()
+        return [h.to_dict(now) for h in alarms.hazards.list(status=status, open_only=open_only,
+                                                            area=area)]
+
+    @router.get("/hazards/{hazard_id}", tags=["hazards"])
+    async def get_hazard(hazard_id: str) -> dict[str, Any]:
+        hazard = alarms.hazards.get(hazard_id)
+        if hazard is None:
+            raise HTTPException(status_code=404, detail=f"no hazard {hazard_id!r}")
+        return hazard.to_dict(clock_ms())
+
+    @router.post("/hazards", tags=["hazards"], status_code=201)
+    async def create_hazard(body: HazardCreateBody, who: operator) -> dict[str, Any]:
+        """Report a hazard by hand (operator)."""
+        now = clock_ms()
+        try:
+            hazard = alarms.create_hazard(
+                title=body.title, description=body.description, sensor=body.sensor,
+                area=body.area, post=body.post, owner=body.owner, by=who.name, ts=now,
+                deadline_ts=_time(body.deadline, now, "deadline"))
+        except HazardError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        return hazard.to_dict(now)
+
+    @router.patch("/hazards/{hazard_id}", tags=["hazards"])
+    async def patch_hazard(hazard_id: str, body: HazardPatchBody, who: operator
+                           ) -> dict[str, Any]:
+        """Move a hazard on (reported → assigned → rectifying → verified → closed),
+        reassign it, move its deadline or add a note (operator)."""
+        now = clock_ms()
+        if alarms.hazards.get(hazard_id) is None:
+            raise HTTPException(status_code=404, detail=f"no hazard {hazard_id!r}")
+        try:
+            hazard = alarms.update_hazard(
+                hazard_id, by=who.name, ts=now, status=body.status, owner=body.owner,
+                deadline_ts=_time(body.deadline, now, "deadline"), note=body.note)
+        except HazardError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        return hazard.to_dict(now)
+
+    return router
