@@ -3,10 +3,16 @@
 A flood starts when a post receives more than ``start_above`` alarms within
 ``window_ms`` (default: more than 10 in 10 minutes) and ends when the count in
 the trailing window falls below ``end_below`` (default 5). The end time is
-exact, not the time somebody looked: the count falls when the oldest alarm
-leaves the window, at its time plus the window. That makes the flood history
-a pure function of the alarm times, whenever :meth:`FloodTracker.advance` is
-called, which is what lets the alarm state be rebuilt from the journal.
+exact, not the time somebody looked: the count falls when an alarm leaves the
+window, at its time plus the window.
+
+Flood state must be a pure function of the journaled records, whatever the
+clock did in between (ticks that change nothing are not journaled, and
+readings arrive a little late in event time). So the window is never trimmed
+by the clock: counts are taken over the alarm times known so far
+(``(t - window, t]``), and the end of a flood is the first window-leaving
+time at which the count fell below ``end_below``. Old times are pruned only
+when an alarm is added, which is itself journaled.
 
 Counted: alarms and faults that would be annunciated (not shelved,
 suppressed or out of service), including the ones the flood itself holds
@@ -16,8 +22,7 @@ back (they are load the post carried). Warnings are advisory and not counted.
 from __future__ import annotations
 
 import bisect
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from alarms.history import FloodInterval
 
@@ -29,40 +34,69 @@ class FloodPolicy:
     start_above: int = 10
     end_below: int = 5
     window_ms: int = 600_000
+    # Alarm times older than this before the newest are forgotten: late
+    # readings further back than that are counted without them.
+    keep_ms: int = 3_600_000
+
+
+@dataclass(slots=True)
+class _Post:
+    times: list[int] = field(default_factory=list)  # sorted alarm times
+    flood: FloodInterval | None = None
 
 
 class FloodTracker:
     """Flood state of every post, and the history of floods."""
 
-    def __init__(self, policy: FloodPolicy = FloodPolicy()) -> None:
-        self.policy = policy
-        self._window: dict[str, deque[int]] = {}
-        self._open: dict[str, FloodInterval] = {}
+    def __init__(self, policy: FloodPolicy | None = None) -> None:
+        self.policy = policy or FloodPolicy()
+        self._posts: dict[str, _Post] = {}
         self.history: list[FloodInterval] = []
 
     def flooding(self, post: str) -> FloodInterval | None:
-        return self._open.get(post)
+        state = self._posts.get(post)
+        return state.flood if state else None
 
     def open_floods(self) -> list[FloodInterval]:
-        return sorted(self._open.values(), key=lambda f: (f.start_ts, f.post))
+        return sorted((s.flood for s in self._posts.values() if s.flood is not None),
+                      key=lambda f: (f.start_ts, f.post))
 
-    def count(self, post: str) -> int:
-        window = self._window.get(post)
-        return len(window) if window else 0
+    def count(self, post: str, at_ts: int) -> int:
+        """Alarms of ``post`` in the window ending at ``at_ts``: ``(at_ts - window, at_ts]``."""
+        state = self._posts.get(post)
+        if state is None:
+            return 0
+        times = state.times
+        return bisect.bisect_right(times, at_ts) - bisect.bisect_right(
+            times, at_ts - self.policy.window_ms)
 
     def advance(self, now_ts: int) -> list[FloodInterval]:
-        """Let alarms older than the window leave it; return floods that ended."""
+        """Return the floods that ended by ``now_ts`` (with their exact end time)."""
         ended: list[FloodInterval] = []
         w = self.policy.window_ms
-        for post, window in self._window.items():
-            while window and window[0] + w <= now_ts:
-                left = window.popleft()
-                flood = self._open.get(post)
-                if flood is not None and len(window) < self.policy.end_below:
-                    flood.end_ts = left + w
-                    del self._open[post]
+        for state in self._posts.values():
+            flood = state.flood
+            if flood is None:
+                continue
+            times = state.times
+            # The count can only fall when an alarm leaves the window.
+            first = bisect.bisect_right(times, flood.start_ts - w)
+            for t in times[first:]:
+                leave = t + w
+                if leave > now_ts:
+                    break
+                if leave <= flood.start_ts:
+                    continue
+                if self._count_in(times, leave) < self.policy.end_below:
+                    flood.end_ts = leave
+                    state.flood = None
                     ended.append(flood)
+                    break
         return sorted(ended, key=lambda f: (f.end_ts or 0, f.post))
+
+    def _count_in(self, times: list[int], at_ts: int) -> int:
+        return bisect.bisect_right(times, at_ts) - bisect.bisect_right(
+            times, at_ts - self.policy.window_ms)
 
     def add(self, post: str, ts: int) -> FloodInterval | None:
         """Count one alarm of ``post`` at ``ts``; return the flood if this one started it.
@@ -70,18 +104,15 @@ class FloodTracker:
         Call :meth:`advance` first (the manager does, for every record), so
         floods that ended before ``ts`` are reported before this one counts.
         """
-        window = self._window.setdefault(post, deque())
-        if window and ts < window[-1]:
-            # Late arrival (event time): keep the window sorted.
-            items = list(window)
-            bisect.insort(items, ts)
-            window.clear()
-            window.extend(items)
-        else:
-            window.append(ts)
-        if post not in self._open and len(window) > self.policy.start_above:
+        state = self._posts.setdefault(post, _Post())
+        times = state.times
+        bisect.insort(times, ts)
+        horizon = times[-1] - self.policy.keep_ms
+        if times[0] < horizon:
+            del times[:bisect.bisect_left(times, horizon)]
+        if state.flood is None and self._count_in(times, ts) > self.policy.start_above:
             flood = FloodInterval(post=post, start_ts=ts)
-            self._open[post] = flood
+            state.flood = flood
             self.history.append(flood)
             return flood
         return None

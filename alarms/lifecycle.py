@@ -65,6 +65,7 @@ class AlarmPolicy:
     chatter_count: int = 3
     chatter_window_ms: int = 60_000
     stale_ms: int = 86_400_000
+    fleeting_ms: int = 5_000  # for KPIs: cleared within this after raising
     annunciate_in_flood: tuple[str, ...] = ("high", "highest")
 
 
@@ -177,7 +178,7 @@ class AlarmManager:
             held = [p.alarm_id for p in self.standing() if p.post == flood.post and p.flood_held]
             out.append({"post": flood.post, "start_ts": flood.start_ts,
                         "held_back_total": flood.held_back, "held_back_standing": held,
-                        "alarms_in_window": self.floods.count(flood.post)})
+                        "alarms_in_window": self.floods.count(flood.post, self.now)})
         return out
 
     def flood_history(self) -> list[FloodInterval]:
@@ -202,8 +203,11 @@ class AlarmManager:
         """Apply one journal record; return what changed (empty: nothing did)."""
         self.counters.records += 1
         kind = record_type(record)
-        ts = int(record["ts"])
-        changes = self.advance(ts)
+        # Alarm time (shelve expiry, re-alarm, stale, flood ends) follows the
+        # server's clock; a condition record carries it as ``at`` (its event
+        # time, capped at the server time it was judged), so a gateway whose
+        # clock runs ahead cannot expire shelves early.
+        changes = self.advance(int(record.get("at", record["ts"])))
         if kind == "condition":
             changes += self._condition(AlarmEvent.from_dict(record))
         elif kind == "action":
@@ -256,11 +260,14 @@ class AlarmManager:
             for alarm_id in sorted(self._standing):
                 p = self._points[alarm_id]
                 if p.post == flood.post and p.flood_held:
-                    # The flood is over: what it held back and still stands is shown now.
+                    # The flood is over: what it held back and still stands is shown
+                    # now; it sounds only if nobody acknowledged it meanwhile.
                     p.flood_held = False
-                    if p.annunciable:
+                    sounds = p.annunciable and not p.acked
+                    if sounds:
                         p.last_annunciated_ts = ts
-                        changes.append(self._change("released", p, True, ts))
+                    changes.append(self._change("released", p, p.annunciable, ts,
+                                                detail={"reannunciated": sounds}))
         for alarm_id in sorted(self._shelved):
             p = self._points[alarm_id]
             assert p.shelved is not None
@@ -298,6 +305,8 @@ class AlarmManager:
         return p
 
     def _condition(self, ev: AlarmEvent) -> list[AlarmChange]:
+        if ev.action != "raise" and ev.alarm_id not in self._points:
+            return []  # clearing a point never raised: nothing to record
         p = self._point_for_event(ev)
         if ev.action == "raise":
             return self._raise(p, ev)
@@ -329,8 +338,8 @@ class AlarmManager:
             started = self.floods.add(p.post, ts)
         if started is not None:
             changes.append(AlarmChange("flood_start", ts, None, p.post, True,
-                                       detail={"start_ts": ts,
-                                               "alarms_in_window": self.floods.count(p.post)}))
+                                       detail={"start_ts": ts, "alarms_in_window":
+                                               self.floods.count(p.post, ts)}))
         flood = self.floods.flooding(p.post)
         p.flood_held = bool(
             p.annunciable and flood is not None
@@ -427,6 +436,7 @@ class AlarmManager:
             if p is None:
                 raise AlarmActionError(alarm_id, record["action"], f"no alarm point {alarm_id!r}")
             p.suppressed_by = self._suppressing(p)
+            self._validate(p, record)  # a refused action leaves no trace
             self._points[alarm_id] = p
         self._validate(p, record)
         action, ts = record["action"], int(record["ts"])
@@ -462,8 +472,16 @@ class AlarmManager:
         self.audit.append({**record, "state_after": p.state})
         return changes
 
+    def _hold_if_flooding(self, p: AlarmPoint) -> None:
+        """A point coming back on the display during a flood of its post is held like a raise."""
+        p.flood_held = bool(
+            p.annunciable and p.standing and self.floods.flooding(p.post) is not None
+            and p.priority not in self.policy.annunciate_in_flood
+        ) or (p.flood_held and p.standing)
+
     def _unshelved(self, p: AlarmPoint, ts: int, *, by: str, reason: str) -> AlarmChange:
         """Back on the display; a standing unacknowledged alarm sounds again."""
+        self._hold_if_flooding(p)
         sounds = p.annunciable and p.standing and not p.acked and not p.flood_held
         if sounds:
             p.last_annunciated_ts = ts
@@ -471,6 +489,7 @@ class AlarmManager:
                             detail={"reannunciated": sounds})
 
     def _returned_to_service(self, p: AlarmPoint, ts: int, by: str, reason: str) -> AlarmChange:
+        self._hold_if_flooding(p)
         sounds = p.annunciable and p.standing and not p.acked and not p.flood_held
         if sounds:
             p.last_annunciated_ts = ts

@@ -103,9 +103,14 @@ class AlarmSystem:
         for record in records:
             changes = self.manager.apply(record)
             kind = record_type(record)
-            if changes or kind in ("action", "suppression"):
+            # Actions and rule changes are always kept: the audit trail wants
+            # them, and a rule's condition matters later even when a disabled
+            # rule made it change nothing now.
+            if changes or kind in ("action", "suppression", "suppress"):
                 keep.append(record)
-            if changes and kind == "condition":
+            if kind == "condition" and any(
+                    c.alarm_id == record["alarm_id"] and c.change in ("raised", "cleared")
+                    for c in changes):
                 out.events.append(AlarmEvent.from_dict(record))
             out.changes += changes
         self.journal.append_records(keep)
@@ -124,11 +129,15 @@ class AlarmSystem:
 
     # ------------------------------------------------------------------ risk
     def active_points(self) -> list[ActivePoint]:
+        """Active conditions that count for risk: shelved ones do (the gas is really
+        there); out-of-service and suppressed-by-design ones do not (their readings
+        are known not to mean what they normally mean)."""
         return [
             ActivePoint(alarm_id=p.alarm_id, sensor=p.sensor, area=p.area,
                         kind=p.kind, limit=p.limit, category=p.category,  # type: ignore[arg-type]
                         priority=p.priority)  # type: ignore[arg-type]
-            for p in self.manager.standing() if p.process_active
+            for p in self.manager.standing()
+            if p.process_active and p.out_of_service is None and not p.suppressed_by
         ]
 
     def periods_in_force(self, now_ms: int) -> list[ImportantPeriod]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alarms.hazards import HazardError
 from alarms.kpi import compute_kpis, parse_scope, posts_in_scope
 from alarms.lifecycle import AlarmActionError
-from alarms.records import ActionName, action_record, suppression_record
+from alarms.records import ActionName, action_record, suppression_record, tick_record
 from alarms.system import AlarmSystem, Outcome
 from api.auth import Principal, TokenStore, require_role
 from api.models import AlarmOut
@@ -107,7 +107,11 @@ def alarm_router(
 
     def run_action(action: ActionName, alarm_id: str, who: Principal,
                    **fields: Any) -> AlarmOut:
-        record = action_record(action, alarm_id, by=who.name, role=who.role, ts=clock_ms(),
+        now = clock_ms()
+        # Let alarm time catch up first (a shelve that just expired, a flood that
+        # just ended), so the action is judged on the state it will meet.
+        commit([tick_record(now)])
+        record = action_record(action, alarm_id, by=who.name, role=who.role, ts=now,
                                **fields)
         try:
             alarms.check(record)
@@ -215,7 +219,7 @@ def alarm_router(
         report = compute_kpis(
             manager.activations, manager.flood_history(), posts, start_ms, end_ms,
             chatter_count=policy.chatter_count, chatter_window_ms=policy.chatter_window_ms,
-            stale_ms=policy.stale_ms,
+            stale_ms=policy.stale_ms, fleeting_ms=policy.fleeting_ms,
         )
         return {"scope": scope, **report.to_dict()}
 

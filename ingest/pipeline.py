@@ -280,9 +280,17 @@ class Pipeline:
                  [p.id for p in periods] or "none", tightened)
 
     def _condition_records(self, transitions: Transitions) -> list[dict[str, object]]:
+        """Journal records of the detectors' transitions, stamped with alarm time.
+
+        ``at`` is the event time capped at the server clock: alarm time (shelve
+        expiry, re-alarm, flood end) must not run ahead with a gateway whose
+        clock is fast (readings up to ``max_future_skew_s`` ahead are accepted).
+        """
         if not len(transitions):
             return []
-        return [e.to_dict() for e in events_from_transitions(self.table, transitions)]
+        now_ms = int(self.clock() * 1000)
+        return [{**e.to_dict(), "at": min(e.ts, now_ms)}
+                for e in events_from_transitions(self.table, transitions)]
 
     def _suppression_records(self, batch: ReadingBatch) -> list[dict[str, object]]:
         """A suppression rule's condition, judged on the latest reading of its state sensor."""

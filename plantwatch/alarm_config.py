@@ -148,6 +148,7 @@ class AlarmConfig(_Model):
             chatter_count=self.nuisance.chatter_count,
             chatter_window_ms=int(self.nuisance.chatter_window_s * 1000),
             stale_ms=int(self.nuisance.stale_h * 3_600_000),
+            fleeting_ms=int(self.nuisance.fleeting_s * 1000),
             annunciate_in_flood=tuple(self.defaults.annunciate_in_flood),
         )
 

@@ -114,13 +114,16 @@ class AlarmNotifier:
                 self._change(change)
             except Exception:  # a notifier bug must never stop the pipeline
                 log.exception("announcing %s of %s failed", change.change, change.alarm_id)
-        for area in outcome.risk:
-            self._risk(area)
-        for hazard in outcome.hazards:
-            data = {"type": "hazard", **hazard.to_dict(hazard.updated_ts)}
-            self.hub.publish("hazard", data)
-            if self.webhooks is not None:
-                self.webhooks.notify(data)
+        try:
+            for area in outcome.risk:
+                self._risk(area)
+            for hazard in outcome.hazards:
+                data = {"type": "hazard", **hazard.to_dict(hazard.updated_ts)}
+                self.hub.publish("hazard", data)
+                if self.webhooks is not None:
+                    self.webhooks.notify(data)
+        except Exception:  # a notifier bug must never stop the pipeline
+            log.exception("announcing risk or hazard changes failed")
 
     def _change(self, change: AlarmChange) -> None:
         if change.point is None:
@@ -136,7 +139,10 @@ class AlarmNotifier:
             self.publish(alarm_topic(change.point), orjson.dumps(change.point), 1, True)
         if change.annunciate and self.webhooks is not None:
             self.webhooks.notify(data)
-        if change.change in ("raised", "cleared", "realarm") and self._is_fire(change.point):
+        # Out of service means maintenance (a bump test, a recalibration): that
+        # must not call the fire brigade. Shelved or suppressed alarms still go.
+        if (change.change in ("raised", "cleared", "realarm") and self._is_fire(change.point)
+                and change.point.get("out_of_service") is None):
             fire = {**data, "type": "fire_control"}
             if self.publish is not None:
                 topic = self.fire_control.mqtt_topic.format(site=change.point["site"])

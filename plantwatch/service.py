@@ -98,7 +98,8 @@ class Service:
         self.notifier = AlarmNotifier(
             self.hub, publish=self._publish, webhooks=self.webhooks,
             fire_control=self.alarm_config.fire_control,
-            area_site={p.area: p.site for p in self.plant.places()},
+            area_site={a.id: site.id for site in self.plant.sites for w in site.workshops
+                       for a in w.areas},
         )
         ing = settings.ingest
         self.pipeline = Pipeline(

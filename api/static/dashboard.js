@@ -82,7 +82,7 @@ function applyAlarmEvent(e) {
     return;
   }
   state.alarms.set(e.alarm_id, alarmRow(e));
-  if (e.change === "raised" || e.change === "realarm") {
+  if ((e.change === "raised" || e.change === "realarm") && e.annunciate) {
     state.fresh.add(e.alarm_id);
     setTimeout(() => state.fresh.delete(e.alarm_id), 2500);
   }
@@ -244,6 +244,24 @@ function applyRisk(r) {
   }
 }
 
+// Alarm floods (EEMUA 191): while a post is flooded, its low and medium
+// alarms are held back; the banner says so and how many, instead of flashing each.
+async function loadFloods() {
+  try {
+    const response = await fetch(`${API}/floods`);
+    if (!response.ok) return;
+    const floods = (await response.json()).open;
+    const banner = document.getElementById("flood-banner");
+    banner.hidden = floods.length === 0;
+    banner.textContent = floods.map((f) =>
+      `Alarm flood on post ${f.post} since ${fmtTime(f.start_ts)}: ` +
+      `${f.held_back_total} alarms held back (listed dimmed), high priority still shown`,
+    ).join(" · ");
+  } catch (err) {
+    console.warn("flood state unavailable", err);
+  }
+}
+
 async function loadRisk() {
   try {
     const response = await fetch(`${API}/risk`);
@@ -377,6 +395,7 @@ function connect() {
     setLink(true, "live");
     renderAlarms();
     if (state.plant !== null) loadRisk();
+    loadFloods();
   });
   source.addEventListener("alarm", (msg) => {
     applyAlarmEvent(JSON.parse(msg.data));
@@ -384,6 +403,7 @@ function connect() {
     if (state.selected !== null) loadChart();
   });
   source.addEventListener("risk", (msg) => applyRisk(JSON.parse(msg.data)));
+  source.addEventListener("flood", () => loadFloods());
   // The server dropped us for being too slow; the stream ends and EventSource
   // reconnects by itself, starting again from a fresh snapshot.
   source.addEventListener("overflow", () => setLink(false, "resyncing…"));
