@@ -292,6 +292,7 @@ def create_app(services: ApiServices) -> FastAPI:
         ] = "active",
         post: Annotated[str | None, Query(description="Only this post's alarms.")] = None,
         team: str | None = None,
+        workshop: str | None = None,
         area: str | None = None,
     ) -> list[AlarmOut]:
         """Alarm points, oldest raise first."""
@@ -304,7 +305,9 @@ def create_app(services: ApiServices) -> FastAPI:
         elif state == "out_of_service":
             points = [p for p in points if p.out_of_service is not None]
         points = [p for p in points if (post is None or p.post == post)
-                  and (team is None or p.team == team) and (area is None or p.area == area)]
+                  and (team is None or p.team == team)
+                  and (workshop is None or p.workshop == workshop)
+                  and (area is None or p.area == area)]
         return [AlarmOut.model_validate(p.to_dict()) for p in points]
 
     @app.get(

@@ -124,6 +124,10 @@ async def test_accepted_actions_change_state_and_are_audited(
     assert resp.json()["annunciated"] is False
     shelved = (await client.get("/api/v1/alarms", params={"state": "shelved"})).json()
     assert [a["alarm_id"] for a in shelved] == ["LEL-1:hh"]
+    for key, value, n in (("post", "post-tf", 1), ("team", "team-a", 1),
+                          ("workshop", "tank-farm", 1), ("area", "tf-a", 1), ("post", "x", 0)):
+        listed = (await client.get("/api/v1/alarms", params={key: value})).json()
+        assert len(listed) == n, (key, value)
     resp = await client.post(f"{url}/unshelve", headers=op)
     assert resp.status_code == 200 and resp.json()["shelved"] is None
     resp = await client.post(f"{url}/ack", json={"reason": "seen"}, headers=op)
