@@ -70,6 +70,7 @@ test: system-deps $(VENV)/.installed-test
 bench: system-deps $(VENV)/.installed-test
 	$(BIN)/python benchmarks/ingest_throughput.py
 	$(BIN)/python benchmarks/detector_throughput.py
+	$(BIN)/python benchmarks/alarm_throughput.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
