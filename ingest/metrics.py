@@ -39,6 +39,10 @@ class IngestMetrics:
         self.dead_letters = Counter(
             "plantwatch_dead_letters", "Dead letters published", registry=r
         )
+        self.sparkplug_rebirths = Counter(
+            "plantwatch_sparkplug_host_messages",
+            "Messages the Sparkplug host published (rebirth requests, STATE)", registry=r
+        )
         self.alarm_events = Counter(
             "plantwatch_alarm_events", "Alarm events journaled, by action", ["action"], registry=r
         )

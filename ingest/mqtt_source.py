@@ -39,6 +39,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -115,6 +116,8 @@ class MqttSource:
         connect_timeout_s: float = 15.0,
         protocol: str = "3.1.1",
         session_expiry_s: int = 30 * 86_400,
+        will: tuple[str, bytes, int, bool] | None = None,
+        on_connected: Callable[[], None] | None = None,
     ) -> None:
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"MQTT protocol {protocol!r} is not supported; use '5' or '3.1.1'")
@@ -129,6 +132,11 @@ class MqttSource:
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s
         self.clean_session = clean_session
+        # (topic, payload, qos, retain) the broker publishes if we vanish (the
+        # Sparkplug host's STATE death), and what to do after each (re)connect
+        # and subscribe (publish its STATE birth).
+        self.will = will
+        self.on_connected = on_connected
         self.connected = False
         self.generation = 0
         self.messages_received = 0
@@ -158,6 +166,9 @@ class MqttSource:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
             client.tls_set()
+        if self.will is not None:
+            topic, payload, qos, retain = self.will
+            client.will_set(topic, payload, qos=qos, retain=retain)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
@@ -178,6 +189,11 @@ class MqttSource:
         if self.generation > 1:
             self.reconnects += 1
         client.subscribe([(t, self.qos) for t in self.topics])
+        if self.on_connected is not None:
+            try:
+                self.on_connected()
+            except Exception:  # never let a callback kill paho's network thread
+                log.exception("on_connected callback failed")
         log.info("connected to %s as %s (session present: %s)", self.url, self.client_id,
                  getattr(flags, "session_present", None))
         if self._loop is not None and self._connected_once is not None:

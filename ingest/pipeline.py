@@ -37,6 +37,7 @@ from ingest.decode_json import DecodeLimits, Rejection, decode_gateway_json_into
 from ingest.decode_lp import decode_line_protocol_into
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_source import InboundMessage
+from ingest.sparkplug_host import HostMessage, SparkplugHost
 from ingest.writer import StoreWriter, WriteJob
 
 __all__ = ["MessageSource", "Pipeline", "PipelineConfig", "restore_alarm_state"]
@@ -44,6 +45,7 @@ __all__ = ["MessageSource", "Pipeline", "PipelineConfig", "restore_alarm_state"]
 log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTERS_PER_MESSAGE = 100
+SPARKPLUG_PREFIX = "spBv1.0/"
 
 
 class MessageSource(Protocol):
@@ -120,6 +122,7 @@ class Pipeline:
         config: PipelineConfig = PipelineConfig(),
         on_alarm_outcome: Callable[[Outcome], None] | None = None,
         clock: Callable[[], float] = time.time,
+        sparkplug: SparkplugHost | None = None,
     ) -> None:
         self.table = table
         self.source = source
@@ -136,6 +139,10 @@ class Pipeline:
         self._tightening: tuple[tuple[str, float], ...] = ()
         self.clock = clock
         self._builder = BatchBuilder()
+        # Sparkplug B backfill (is_historical): stored, never run through the
+        # detectors, so it can never raise a live alarm.
+        self._historical = BatchBuilder()
+        self.sparkplug = sparkplug
         self._messages: list[InboundMessage] = []
         self._topic_ours: dict[str, bool] = {}
         self._next_tick = 0.0
@@ -184,7 +191,9 @@ class Pipeline:
                 # Some brokers (amqtt) hand new clients retained messages of topics
                 # they never subscribed to; they are not ours to judge.
                 continue
-            if msg.topic.endswith("/lp"):
+            if msg.topic.startswith(SPARKPLUG_PREFIX):
+                rejections = self._sparkplug(msg, now_ms)
+            elif msg.topic.endswith("/lp"):
                 rejections = decode_line_protocol_into(msg.payload, index, now_ms, limits, out)
             else:
                 rejections = decode_gateway_json_into(msg.payload, index, now_ms, limits, out)
@@ -192,6 +201,21 @@ class Pipeline:
                 self._dead_letter(msg, rejections)
         self.metrics.readings_received.inc(len(out) - before)
         self.metrics.pending_readings.set(len(out))
+
+    def _sparkplug(self, msg: InboundMessage, now_ms: int) -> list[Rejection]:
+        """Feed the Sparkplug host; send the rebirth requests it decides on."""
+        if self.sparkplug is None:
+            return [Rejection("sparkplug_disabled", "Sparkplug B ingest is switched off "
+                              "(settings sparkplug.enabled)")]
+        result = self.sparkplug.handle(msg.topic, msg.payload, now_ms)
+        result.append_to(self._builder, self._historical)
+        self._publish_host(result.publish)
+        return [r.rejection for r in result.rejections]
+
+    def _publish_host(self, messages: list[HostMessage]) -> None:
+        for m in messages:
+            self.source.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+            self.metrics.sparkplug_rebirths.inc()
 
     def _is_ours(self, topic: str) -> bool:
         ours = self._topic_ours.get(topic)
@@ -243,6 +267,10 @@ class Pipeline:
     def tick(self) -> None:
         """Judge silence (no-data faults) and let alarm time pass (shelves, re-alarms, floods)."""
         now_ms = int(self.clock() * 1000)
+        if self.sparkplug is not None:
+            held = self.sparkplug.tick(now_ms)  # seq gaps past their reorder timeout
+            self._publish_host(held.publish)
+            held.append_to(self._builder, self._historical)
         self._apply_period_limits(now_ms)
         self.detector.tick(now_ms)
         transitions = self.detector.transitions
@@ -333,6 +361,7 @@ class Pipeline:
     async def flush(self) -> None:
         """Detect, journal, checkpoint, announce, and hand the batch to the writer."""
         batch = self._builder.build()
+        historical = self._historical.build()
         messages = self._messages
         self._messages = []
         self.metrics.pending_readings.set(0)
@@ -352,7 +381,8 @@ class Pipeline:
                     max(0.0, self.clock() - received / 1000)
                 )
 
-        if len(batch):
-            await self.writer.submit(WriteJob(batch, acknowledge))
+        stored = ReadingBatch.concat([batch, historical]) if len(historical) else batch
+        if len(stored):
+            await self.writer.submit(WriteJob(stored, acknowledge))
         else:
             acknowledge()

@@ -37,6 +37,7 @@ from ingest.influx import InfluxStore
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_source import MqttSource
 from ingest.pipeline import Pipeline, PipelineConfig, restore_alarm_state
+from ingest.sparkplug_host import SparkplugHost
 from ingest.spool import Spool
 from ingest.sqlite_store import SQLiteStore
 from ingest.store import ReadingStore
@@ -80,10 +81,26 @@ class Service:
         self.alarms = self._make_alarm_system(state_dir)
         restore_alarm_state(self.table, self.detector, self.alarms, self.checkpoint)
         self.tokens = TokenStore(settings.api.tokens_file or state_dir / "tokens.json")
+        sp = settings.sparkplug
+        self.sparkplug: SparkplugHost | None = None
+        topics = list(settings.mqtt.topics)
+        will = None
+        if sp.enabled:
+            self.sparkplug = SparkplugHost(
+                sp.host_id, self.table.index, reorder_timeout_ms=sp.reorder_timeout_ms,
+                rebirth_interval_ms=sp.rebirth_interval_ms)
+            topics.append(sp.topic)
+            # One Will for the client's life: each STATE birth repeats its
+            # timestamp, so no birth ever looks older than its death.
+            self._state_ts = int(time.time() * 1000)
+            death = self.sparkplug.state_death(self._state_ts)
+            will = (death.topic, death.payload, death.qos, death.retain)
         self.source = MqttSource(
             settings.mqtt.url,
             settings.mqtt.client_id,
-            settings.mqtt.topics,
+            topics,
+            will=will,
+            on_connected=self._sparkplug_online if sp.enabled else None,
             max_pending=settings.mqtt.max_pending_messages,
             connect_timeout_s=settings.mqtt.connect_timeout_s,
             protocol=settings.mqtt.protocol,
@@ -122,6 +139,7 @@ class Service:
                 ),
             ),
             on_alarm_outcome=self.notifier,
+            sparkplug=self.sparkplug,
         )
         self.writer.on_refused = self.pipeline.dead_letter_refused
         self.started_at = time.time()
@@ -162,6 +180,12 @@ class Service:
             risk_rules=cfg.rules_for_risk(),
             periods=cfg.periods,
         )
+
+    def _sparkplug_online(self) -> None:
+        """On every (re)connect: the host's STATE birth (paho's thread; publish is safe)."""
+        assert self.sparkplug is not None
+        birth = self.sparkplug.state_birth(self._state_ts)
+        self.source.publish(birth.topic, birth.payload, qos=birth.qos, retain=birth.retain)
 
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         self.source.publish(topic, payload, qos=qos, retain=retain)
@@ -278,6 +302,12 @@ class Service:
                     webhooks.cancel()
                 if store_start is not None:
                     store_start.cancel()
+                if self.sparkplug is not None:
+                    # An intentional goodbye gets no Will: say offline ourselves.
+                    death = self.sparkplug.state_death(self._state_ts)
+                    self.source.publish(death.topic, death.payload, qos=death.qos,
+                                        retain=death.retain)
+                    await asyncio.sleep(0.2)
         finally:
             await self.store.close()
             self.spool.close()

@@ -102,6 +102,16 @@ class WebhookSettings(BaseModel):
     max_attempts: int = Field(6, ge=1)
 
 
+class SparkplugSettings(BaseModel):
+    """The Sparkplug B host application (spBv1.0/# beside the JSON and lp topics)."""
+
+    enabled: bool = True
+    host_id: str = Field("plantwatch", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    topic: str = "spBv1.0/#"
+    reorder_timeout_ms: int = Field(2000, ge=0)
+    rebirth_interval_ms: int = Field(5000, ge=0)
+
+
 class NotifySettings(BaseModel):
     webhooks: list[WebhookSettings] = []
 
@@ -122,6 +132,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
     notify: NotifySettings = NotifySettings()
+    sparkplug: SparkplugSettings = SparkplugSettings()
 
     def alarms_file(self) -> Path | None:
         if self.alarms is not None:

@@ -51,9 +51,11 @@ class MqttWatcher:
         with self._lock:
             self.messages.append((msg.topic, json.loads(msg.payload), bool(msg.retain)))
 
-    def states(self, topic: str) -> list[str]:
+    def states(self, topic: str, *, retained: bool = False) -> list[str]:
+        """States published while we listened; ``retained``: the ones the broker kept
+        (the session broker keeps those of earlier tests too)."""
         with self._lock:
-            return [m["state"] for t, m, _ in self.messages if t == topic]
+            return [m["state"] for t, m, r in self.messages if t == topic and r == retained]
 
     def on(self, topic_prefix: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -149,8 +151,9 @@ async def test_leak_lifecycle_on_mqtt_sse_and_webhook(mosquitto: Any, tmp_path: 
             # A display connecting later gets the retained state from the broker.
             late = MqttWatcher(mosquitto.url)
             try:
-                await until(lambda: bool(late.states(topic)), 10, "retained state")
-                assert late.states(topic) == ["normal"]
+                await until(lambda: bool(late.states(topic, retained=True)), 10,
+                            "retained state")
+                assert late.states(topic, retained=True) == ["normal"]
             finally:
                 late.close()
 
