@@ -1,0 +1,93 @@
+"""Every scenario backtested: incidents detected, ramps warned ahead, the steady day quiet."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from plantwatch.alarm_config import load_alarm_config
+from plantwatch.backtest import BacktestReport, run_backtest
+from plantwatch.config import load_plant
+from plantwatch.scenario_io import Format, scenario_feed
+from simulators.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANT = load_plant(ROOT / "config" / "plant.yaml")
+ALARMS = load_alarm_config(ROOT / "config" / "alarms.yaml", PLANT)
+SCENARIOS = sorted((ROOT / "config" / "scenarios").glob("*.yaml"))
+
+
+@cache
+def backtest(path: Path, fmt: Format = "json") -> BacktestReport:
+    sc = load_scenario(path, PLANT)
+    feed = scenario_feed(sc, PLANT, fmt)
+    return run_backtest(sc.name, PLANT, ALARMS, feed.messages, feed.truths,
+                        start_ms=feed.start_ms, duration_s=sc.duration_s, decode=feed.decode)
+
+
+def test_there_are_the_nine_scenarios_the_issue_names() -> None:
+    names = {p.stem for p in SCENARIOS}
+    assert names >= {"h2s-leak-tank-farm", "compressor-seal-leak", "reactor-runaway",
+                     "overpressure-stuck-relief", "cooling-water-loss",
+                     "drifting-sensor-slow-leak", "gateway-dropout", "power-dip-flood",
+                     "steady-day"}
+
+
+@pytest.mark.parametrize("path", [p for p in SCENARIOS if p.stem != "steady-day"],
+                         ids=lambda p: p.stem)
+def test_each_incident_is_detected_without_false_alarms(path: Path) -> None:
+    report = backtest(path)
+    assert report.incidents, "a scenario without ground truth proves nothing"
+    for incident in report.incidents:
+        assert incident.detected, incident
+        if incident.ramp:
+            # Warned ahead of the first-level crossing, and alarmed. (Not always at
+            # the crossing: in drifting-sensor-slow-leak the detector nearest the
+            # leak reads low — that is the scenario — and its neighbours alarm later.)
+            assert incident.limit_crossing_s is not None
+            assert incident.lead_time_s is not None and incident.lead_time_s > 0, incident
+            assert incident.first_alarm_s is not None, incident
+    assert report.false_alarms == 0, report.false_events
+    assert report.false_warnings == 0, report.false_events
+    assert report.rejected == 0
+
+
+def test_ramp_incidents_are_warned_at_least_60_s_ahead() -> None:
+    """The issue's target: ≥ 60 s of warning in ≥ 90 % of ramp incidents."""
+    leads = [i.lead_time_s for p in SCENARIOS for i in backtest(p).incidents if i.ramp]
+    assert len(leads) >= 6
+    ahead = sum(1 for lead in leads if lead is not None and lead >= 60)
+    assert ahead / len(leads) >= 0.9, leads
+
+
+def test_the_steady_day_has_no_alarm_no_warning_no_fault() -> None:
+    report = backtest(ROOT / "config" / "scenarios" / "steady-day.yaml")
+    assert report.sensor_days > 60  # 61 sensors for 24 h
+    assert report.readings > 500_000
+    assert (report.false_alarms, report.false_warnings, report.faults) == (0, 0, 0)
+    assert report.events == []
+
+
+def test_gateway_dropout_is_seen_as_no_data_faults() -> None:
+    report = backtest(ROOT / "config" / "scenarios" / "gateway-dropout.yaml")
+    (incident,) = report.incidents
+    nodata = {e.alarm_id.rpartition(":")[0] for e in report.events
+              if e.alarm_id.endswith(":nodata") and e.action == "raise"}
+    assert incident.detected and nodata and nodata <= set(incident.sensors)
+
+
+def test_power_dip_floods_its_post() -> None:
+    report = backtest(ROOT / "config" / "scenarios" / "power-dip-flood.yaml")
+    raises = [e for e in report.events if e.action == "raise" and e.category == "alarm"]
+    first = min(e.t_s for e in raises)
+    assert len([e for e in raises if e.t_s - first <= 120]) >= 40
+
+
+@pytest.mark.parametrize("fmt", ["lp", "sparkplug"])
+def test_other_gateway_formats_give_the_same_alarms_as_json(fmt: Format) -> None:
+    path = ROOT / "config" / "scenarios" / "h2s-leak-tank-farm.yaml"
+    assert backtest(path, fmt).events == backtest(path, "json").events
+    assert backtest(path, fmt).readings == backtest(path, "json").readings
+    assert backtest(path, fmt).rejected == 0
