@@ -37,7 +37,7 @@ from ingest.decode_json import DecodeLimits, Rejection, decode_gateway_json_into
 from ingest.decode_lp import decode_line_protocol_into
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_source import InboundMessage
-from ingest.sparkplug_host import HostMessage, SparkplugHost
+from ingest.sparkplug_host import HostMessage, HostRejection, SparkplugHost
 from ingest.writer import StoreWriter, WriteJob
 
 __all__ = ["MessageSource", "Pipeline", "PipelineConfig", "restore_alarm_state"]
@@ -150,6 +150,11 @@ class Pipeline:
         self.flushes = 0
 
     @property
+    def pending_readings(self) -> int:
+        """Decoded readings not yet flushed (live and Sparkplug backfill)."""
+        return len(self._builder) + len(self._historical)
+
+    @property
     def pending_messages(self) -> int:
         """Messages received but not yet flushed (so not yet acknowledged)."""
         return len(self._messages)
@@ -174,6 +179,10 @@ class Pipeline:
             if time.monotonic() >= self._next_tick:
                 self._next_tick = time.monotonic() + cfg.tick_interval_s
                 self.tick()
+                if not self._messages and self.pending_readings:
+                    # Readings the Sparkplug host released on a gap timeout: their
+                    # messages were flushed already, so nothing else would flush them.
+                    await self.flush()
 
     def handle(self, messages: list[InboundMessage]) -> None:
         """Decode and validate messages into the pending batch; dead-letter rejects."""
@@ -210,7 +219,22 @@ class Pipeline:
         result = self.sparkplug.handle(msg.topic, msg.payload, now_ms)
         result.append_to(self._builder, self._historical)
         self._publish_host(result.publish)
-        return [r.rejection for r in result.rejections]
+        # Rejections of this message go back with it; those of earlier messages
+        # the host was holding (released now) are dead-lettered with their own.
+        own = [r.rejection for r in result.rejections
+               if r.topic == msg.topic and r.payload is msg.payload]
+        self._dead_letter_host([r for r in result.rejections
+                                if not (r.topic == msg.topic and r.payload is msg.payload)],
+                               now_ms)
+        return own
+
+    def _dead_letter_host(self, rejections: list[HostRejection], now_ms: int) -> None:
+        for rej in rejections:
+            if rej.rejection.index is None:
+                self.metrics.messages_rejected.labels(rej.reason).inc()
+            else:
+                self.metrics.readings_rejected.labels(rej.reason).inc()
+            self._publish_dead_letter(orjson.dumps(rej.to_dead_letter(now_ms), default=repr))
 
     def _publish_host(self, messages: list[HostMessage]) -> None:
         for m in messages:
@@ -271,6 +295,7 @@ class Pipeline:
             held = self.sparkplug.tick(now_ms)  # seq gaps past their reorder timeout
             self._publish_host(held.publish)
             held.append_to(self._builder, self._historical)
+            self._dead_letter_host(held.rejections, now_ms)
         self._apply_period_limits(now_ms)
         self.detector.tick(now_ms)
         transitions = self.detector.transitions
@@ -370,7 +395,9 @@ class Pipeline:
         received = min((m.received_ms for m in messages), default=0)
         if len(batch):
             records = self._suppression_records(batch) if self._rules else []
-            self.detector.update(batch, received_ms=max(m.received_ms for m in messages))
+            arrived = max((m.received_ms for m in messages),
+                          default=int(self.clock() * 1000))  # released by a gap timeout
+            self.detector.update(batch, received_ms=arrived)
             records += self._condition_records(self.detector.transitions)
             self._commit(records, detector_moved=True)
 

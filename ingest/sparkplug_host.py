@@ -367,8 +367,9 @@ class SparkplugHost:
             return
         # A death older than our birth (the retained Will of an earlier
         # connection) says we are offline while we are not: edge nodes waiting
-        # for us must see us online again (Sparkplug 3.0).
-        out.publish.append(self.state_birth(now_ms))
+        # for us must see us online again (Sparkplug 3.0). Same timestamp as
+        # our birth, so it never looks newer than the Will still registered.
+        out.publish.append(self.state_birth(self._birth_ms))
 
     # -- births and deaths ---------------------------------------------------
 

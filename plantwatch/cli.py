@@ -284,6 +284,11 @@ def backtest(
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="gateway format decoded")] = "json",
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
+    start: Annotated[
+        int | None,
+        typer.Option(help="move the scenario's start (epoch ms), e.g. to the start a replay "
+                     "printed: the daily swing and noise follow the clock"),
+    ] = None,
 ) -> None:
     """Run a scenario through decoding, detectors and alarms in-process; score it."""
     from plantwatch.backtest import run_backtest
@@ -293,7 +298,7 @@ def backtest(
     settings = load_settings(plant=config, alarms=alarms)
     alarm_config = _load_alarm_config_or_exit(settings, plant_config)
     sc = _load_scenario_or_exit(scenario, plant_config)
-    feed = scenario_feed(sc, plant_config, fmt)
+    feed = scenario_feed(sc, plant_config, fmt, start_ms=start)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
                   console=console, transient=True, disable=as_json) as progress:
@@ -350,6 +355,8 @@ def replay(
                              start_ms=replay_start_ms(duration, speed))
         name = sc.name
         paced = feed.paced
+        console.print(f"scenario start moved to {feed.start_ms} (epoch ms); its in-process "
+                      f"twin: plantwatch backtest {scenario} --start {feed.start_ms}")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
                   console=console) as progress:

@@ -36,7 +36,8 @@ __all__ = ["CsvMap", "ReplayResult", "csv_messages", "load_csv_map", "publish_pa
 def replay_start_ms(duration_s: float, speed: float, now_ms: int | None = None) -> int:
     """Event time of the first message so the last one lands at the wall clock's now."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    return now - int(duration_s * 1000 * (1.0 - 1.0 / speed))
+    # Slower than real time (speed < 1) never runs ahead: it starts now.
+    return now - int(duration_s * 1000 * max(0.0, 1.0 - 1.0 / speed))
 
 
 @dataclass(slots=True)

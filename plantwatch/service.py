@@ -204,6 +204,10 @@ class Service:
             "standing_alarms": len(self.alarms.manager.standing()),
             "posts_in_flood": [f.post for f in self.alarms.manager.floods.open_floods()],
             "uptime_s": round(time.time() - self.started_at, 1),
+            "sparkplug": None if self.sparkplug is None else {
+                "online_nodes": ["/".join(k) for k in self.sparkplug.online_nodes()],
+                "stale_sensors": sorted(self.sparkplug.stale_sensors()),
+            },
         }
 
     def api_services(self) -> ApiServices:
@@ -288,7 +292,7 @@ class Service:
                          self.api_port)
                 await self._stop.wait()
                 pipeline.cancel()
-                if self.pipeline.pending_messages:
+                if self.pipeline.pending_messages or self.pipeline.pending_readings:
                     await self.pipeline.flush()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.writer.join(), 10)

@@ -525,8 +525,15 @@ class SparkplugEdgeNode:
 
     def publish(self, ts_ms: int, values: Mapping[str, float], *,
                 historical: bool = False) -> list[SparkplugMessage]:
-        """Publish DDATA for ``values`` stamped ``ts_ms``; returns what was sent."""
+        """Publish DDATA for ``values`` stamped ``ts_ms``; returns what was sent.
+
+        Between a lost connection and the births of the next session nothing
+        is sent (the births carry the current values), rather than raising.
+        """
         with self._lock:
+            if not self.node.born:
+                self.node._remember(values)
+                return []
             messages = self.node.data(ts_ms, values, historical=historical)
             self._send(messages)
         return messages

@@ -23,9 +23,11 @@ from ingest.errors import StoreUnavailable
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_source import InboundMessage
 from ingest.pipeline import Pipeline, PipelineConfig, restore_alarm_state
+from ingest.sparkplug_host import SparkplugHost
 from ingest.spool import Spool
 from ingest.sqlite_store import SQLiteStore
 from ingest.writer import StoreWriter
+from simulators.sparkplug_edge import EdgeNodeMessages
 from tests.plants import small_plant
 
 PLANT = small_plant()
@@ -87,7 +89,8 @@ class SwitchableStore(SQLiteStore):
 
 class Rig:
     def __init__(self, tmp_path, store: SwitchableStore | None = None,
-                 periods: list[ImportantPeriod] | None = None) -> None:
+                 periods: list[ImportantPeriod] | None = None,
+                 sparkplug: SparkplugHost | None = None) -> None:
         self.tmp = tmp_path
         self.source = MemorySource()
         self.store = store or SwitchableStore(tmp_path / "db.sqlite3", TABLE)
@@ -109,7 +112,10 @@ class Rig:
             metrics=self.metrics, config=PipelineConfig(flush_interval_s=0.02),
             on_alarm_outcome=lambda out: self.announced.extend(
                 f"{e.alarm_id}:{e.action}" for e in out.events),
+            sparkplug=sparkplug,
         )
+        if sparkplug is not None:
+            self.source.topics.append("spBv1.0/#")
 
     @contextlib.asynccontextmanager
     async def running(self):
@@ -304,3 +310,44 @@ async def test_important_period_tightens_limits_while_in_force(tmp_path) -> None
         mid = rig2.source.feed("plant/s1/gw", gateway(NOW, LEL_1=22.0))
         await until(lambda: mid in rig2.source.acked)
     assert rig2.manager.get("LEL-1:h") is None
+
+
+async def test_sparkplug_gap_timeout_rebirth_dead_letter_and_backfill_never_detected(
+        tmp_path) -> None:
+    """Through the pipeline: a lost DDATA is waited for, then a rebirth is asked,
+    the gap dead-lettered with the message that exposed it, the held readings
+    stored even though no message follows; historical readings are stored and
+    never reach the detectors (a 60 %LEL backfill newer than every live reading)."""
+    host = SparkplugHost("pw-test", TABLE.index, reorder_timeout_ms=300)
+    rig = Rig(tmp_path, sparkplug=host)
+    node = EdgeNodeMessages("s1", "gw1", {"tf-a": ["LEL-1", "LEL-2"]})
+    now = int(time.time() * 1000)
+    births = node.births(now, {"LEL-1": 1.0, "LEL-2": 1.0})
+    m1 = node.data(now + 1000, {"LEL-1": 2.0, "LEL-2": 2.0})
+    node.data(now + 2000, {"LEL-1": 3.0, "LEL-2": 3.0})  # lost on the way
+    m3 = node.data(now + 3000, {"LEL-1": 4.0, "LEL-2": 4.0})
+    backfill = node.data(now + 9000, {"LEL-1": 60.0}, historical=True)
+    async with rig.running():
+        for m in [*births, *m1, *m3]:
+            rig.source.feed(m.topic, m.payload)
+        await until(lambda: any("/NCMD/" in t for t, _ in rig.source.published), 5)
+        await until(lambda: len(rig.source.acked) == 4, 5)
+        # births (2) + m1 (2) + the held m3 (2), stored with no further message
+        await until(lambda: _stored(rig) == 6, 5)
+        letters = [orjson.loads(p) for t, p in rig.source.published
+                   if t == "plantwatch/deadletter"]
+        assert [(d["reason"], d["topic"]) for d in letters] == [("seq_gap", m3[0].topic)]
+        for m in node.births(now + 5000, {"LEL-1": 4.0, "LEL-2": 4.0}):  # the rebirth
+            rig.source.feed(m.topic, m.payload)
+        for m in backfill:
+            rig.source.feed(m.topic, m.payload)
+        await until(lambda: _stored(rig) == 9, 5)
+    assert rig.manager.get("LEL-1:hh") is None and rig.manager.get("LEL-1:h") is None
+    assert rig.detector.limits.last_ts[TABLE.index["LEL-1"]] == now + 5000
+
+
+def _stored(rig: Rig) -> int:
+    """Readings in the store (the SQLite file, read synchronously for the test)."""
+    import sqlite3
+    with contextlib.closing(sqlite3.connect(rig.tmp / "db.sqlite3")) as db:
+        return int(db.execute("SELECT COUNT(*) FROM readings").fetchone()[0])

@@ -505,7 +505,8 @@ def test_host_answers_a_stale_death_of_its_own_with_a_new_birth() -> None:
     earlier = json.dumps({"online": False, "timestamp": T0 - 60_000}).encode()
     out = host.handle("spBv1.0/STATE/plantwatch", earlier, T0 + 5)
     (again,) = out.publish
-    assert json.loads(again.payload) == {"online": True, "timestamp": T0 + 5}
+    # Stamped like the birth (= its Will's timestamp), never newer than the Will.
+    assert json.loads(again.payload) == {"online": True, "timestamp": T0}
     assert again.retain and again.qos == 1
     # Our own intentional death (newer than the birth) is left alone,
     assert not host.handle("spBv1.0/STATE/plantwatch", host.state_death(T0 + 10).payload,

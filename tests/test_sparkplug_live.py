@@ -37,10 +37,11 @@ async def test_edge_node_to_alarms_and_backfill_never_alarms(mosquitto: Any,
         now = int(time.time() * 1000) - 120_000
         with SparkplugEdgeNode(mosquitto.url, node, initial_values=normal,
                                clock_ms=lambda: now) as edge:
-            # Backfill from before a gateway outage: a leak an hour ago, 60 %LEL.
-            edge.publish(now - 3_600_000, {SENSOR: 60.0}, historical=True)
             for k in range(1, 31):
                 edge.publish(now + k * 1000, {**normal, SENSOR: 1.0 if k < 20 else 30.0})
+            # Backfill flagged historical, newer than every live reading (so only
+            # the flag keeps it from the detectors): 60 %LEL would raise hh.
+            edge.publish(now + 40_000, {SENSOR: 60.0}, historical=True)
             expected = len(normal) * 31 + 1  # births + 30 steps + the backfilled reading
             await until(lambda: _count(service, expected), 30, "Sparkplug readings stored")
             assert service.sparkplug is not None
@@ -54,7 +55,7 @@ async def test_edge_node_to_alarms_and_backfill_never_alarms(mosquitto: Any,
             # The 60 %LEL backfill is stored but raised nothing.
             assert (await api.get(f"{base}/alarms/{SENSOR}:hh")).status_code == 404
             old = await api.get(f"{base}/sensors/{SENSOR}/readings",
-                                params={"start": now - 3_700_000, "end": now - 3_500_000})
+                                params={"start": now + 35_000, "end": now + 45_000})
             assert [p["value"] for p in old.json()["points"]] == [60.0]
 
     # The host's STATE is retained: offline after a clean stop.
