@@ -101,7 +101,8 @@ class ConditionBank:
         Raise and clear thresholds per sensor and point.
     upper : bool (k,)
         True for a point raised by high inputs, False for one raised by low.
-    on_delay_ms, off_delay_ms : int64 (m,)
+    on_delay_ms, off_delay_ms : int64 (m,) or (m, k)
+        Per sensor, or per sensor and point.
     nan_clears : bool or bool (k,)
         Whether a NaN input counts as the clear condition (per point).
     severity : int (k,) or None
@@ -125,8 +126,11 @@ class ConditionBank:
         self.enter = enter
         self.leave = leave
         self.upper = upper
-        self.on_delay_ms = on_delay_ms
-        self.off_delay_ms = off_delay_ms
+        # Delays per sensor (m,) or per sensor and point (m, k); kept as (m, k).
+        self.on_delay_ms = np.broadcast_to(
+            on_delay_ms[:, None] if on_delay_ms.ndim == 1 else on_delay_ms, (m, k))
+        self.off_delay_ms = np.broadcast_to(
+            off_delay_ms[:, None] if off_delay_ms.ndim == 1 else off_delay_ms, (m, k))
         self.nan_clears = np.broadcast_to(np.asarray(nan_clears, np.bool_), (k,))
         self.severity = np.zeros(k, np.int64) if severity is None else severity
         self.active = np.zeros((m, k), np.bool_)
@@ -208,7 +212,7 @@ class ConditionBank:
         cond = np.where(act, back, beyond[h])
         ts2 = ts[h, None]
         since = np.where(cond, np.where(since == NO_TS, ts2, since), NO_TS)
-        delay = np.where(act, self.off_delay_ms[sh, None], self.on_delay_ms[sh, None])
+        delay = np.where(act, self.off_delay_ms[sh], self.on_delay_ms[sh])
         flip = cond & (ts2 - since >= delay)
         act ^= flip
         since[flip] = NO_TS
