@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alarms.catalogue import AlarmCatalogue, Rationalization
@@ -28,7 +27,7 @@ from alarms.lifecycle import AlarmPolicy
 from alarms.periods import ImportantPeriod, period_problems
 from alarms.risk import DEFAULT_RISK_RULES, RiskRule
 from alarms.suppression import SuppressionRule
-from plantwatch.config import ID_PATTERN, ConfigError, PlantConfig
+from plantwatch.config import ID_PATTERN, ConfigError, PlantConfig, key_path, read_yaml
 
 __all__ = ["AlarmConfig", "load_alarm_config", "parse_alarm_config"]
 
@@ -212,13 +211,6 @@ class AlarmConfig(_Model):
         return out
 
 
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
 def parse_alarm_config(data: Any, plant: PlantConfig,
                        source: str | Path = "<alarm config>") -> AlarmConfig:
     """Validate parsed YAML against the schema and the plant; errors name ``source``."""
@@ -230,7 +222,7 @@ def parse_alarm_config(data: Any, plant: PlantConfig,
         config = AlarmConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, [
-            f"{_key_path(tuple(e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+            f"{key_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
             for e in exc.errors()
         ]) from exc
     problems = config.problems(plant)
@@ -243,13 +235,4 @@ def load_alarm_config(path: str | Path | None, plant: PlantConfig) -> AlarmConfi
     """Load ``config/alarms.yaml``; a missing path (None) gives the defaults."""
     if path is None:
         return AlarmConfig()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(path, [f"cannot read the file ({exc.strerror})"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, [f"not valid YAML: {exc}"]) from exc
-    return parse_alarm_config(data, plant, path)
+    return parse_alarm_config(read_yaml(path), plant, path)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +38,9 @@ __all__ = [
     "Site",
     "Team",
     "Workshop",
+    "key_path",
     "load_plant",
+    "read_yaml",
 ]
 
 SensorKind = Literal[
@@ -368,7 +370,8 @@ class PlantConfig(_Model):
         return out
 
 
-def _key_path(loc: tuple[int | str, ...]) -> str:
+def key_path(loc: Iterable[int | str]) -> str:
+    """A pydantic error location as the file's key path: ``sites[0].workshops[1].id``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -386,21 +389,27 @@ def parse_plant(data: Any, source: str | Path = "<plant config>") -> PlantConfig
         problems = []
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{_key_path(tuple(err['loc']))}: {msg}")
+            problems.append(f"{key_path(err['loc'])}: {msg}")
         raise ConfigError(source, problems) from exc
+
+
+def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
+    """A config file's parsed YAML; unreadable or not YAML raises ``error`` naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(path, [f"cannot read the file ({exc.strerror})"]) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(path, [f"not valid YAML: {exc}"]) from exc
 
 
 def load_plant(path: str | Path) -> PlantConfig:
     """Load and validate a plant file such as ``config/plant.yaml``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(path, [f"cannot read the file ({exc.strerror})"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, [f"not valid YAML: {exc}"]) from exc
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(path, ["(top level): expected a mapping with 'enterprise' and 'sites'"])
     return parse_plant(data, path)

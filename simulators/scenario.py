@@ -20,10 +20,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from plantwatch.config import ConfigError, PlantConfig
+from plantwatch.config import ConfigError, PlantConfig, read_yaml
 from simulators.errors import SimulatorError
 from simulators.scenario_messages import ScenarioMessage, scenario_messages
 from simulators.scenario_plant import IncidentTruth, PlantIndex, ScenarioPlant
@@ -266,13 +265,4 @@ def parse_scenario(
 
 def load_scenario(path: str | Path, plant: PlantConfig) -> Scenario:
     """Load and check a scenario file such as ``config/scenarios/reactor-runaway.yaml``."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(path, [f"cannot read the file ({exc.strerror})"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ScenarioError(path, [f"not valid YAML: {exc}"]) from exc
-    return parse_scenario(data, plant, path)
+    return parse_scenario(read_yaml(path, ScenarioError), plant, path)
