@@ -262,11 +262,18 @@ async function loadFloods() {
   }
 }
 
+// A fetched picture may be older than a risk event that arrived while the
+// fetch was in flight: then the event wins and the fetch is dropped.
+let riskEvents = 0;
+
 async function loadRisk() {
+  const seen = riskEvents;
   try {
     const response = await fetch(`${API}/risk`);
     if (!response.ok) return;
-    for (const r of (await response.json()).areas) applyRisk(r);
+    const areas = (await response.json()).areas;
+    if (seen !== riskEvents) return;
+    for (const r of areas) applyRisk(r);
   } catch (err) {
     console.warn("risk colours unavailable", err);
   }
@@ -402,7 +409,10 @@ function connect() {
     renderAlarms();
     if (state.selected !== null) loadChart();
   });
-  source.addEventListener("risk", (msg) => applyRisk(JSON.parse(msg.data)));
+  source.addEventListener("risk", (msg) => {
+    riskEvents += 1;
+    applyRisk(JSON.parse(msg.data));
+  });
   source.addEventListener("flood", () => loadFloods());
   // The server dropped us for being too slow; the stream ends and EventSource
   // reconnects by itself, starting again from a fresh snapshot.
