@@ -3,10 +3,11 @@
 Each gateway of the plant is an edge node (group = site, edge node = gateway
 id, one device per area, metrics named by sensor id): the first step is sent
 as births, later steps as DDATA with aliases only. Readings a sensor fault
-drops are left out of the data message. Gateway faults of a scenario
-(silence, clock skew, duplicates, reordering) are not applied to this format:
-Sparkplug's own recovery (seq gaps, rebirth) is tested in
-``tests/test_sparkplug*.py`` instead.
+drops are left out of the data message. Of a scenario's gateway faults, a
+silent gateway sends nothing and a skewed clock stamps its metrics wrong, as
+in the JSON format; duplicates and reordering are not applied (Sparkplug's
+seq numbering would expose them; its own recovery, seq gaps and rebirth, is
+tested in ``tests/test_sparkplug*.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from detectors.sensor_table import SensorTable
 from ingest.sparkplug_host import SparkplugHost
 from plantwatch.backtest import Decode
 from plantwatch.config import PlantConfig
+from simulators.faults import active
 from simulators.scenario import Scenario, ScenarioPlant
+from simulators.scenario_schema import ClockSkewEvent, GatewaySilentEvent
 from simulators.sparkplug_edge import edge_nodes_for_plant
 
 __all__ = ["sparkplug_decoder", "sparkplug_messages"]
@@ -29,12 +32,20 @@ def sparkplug_messages(scenario: Scenario, plant: PlantConfig, plant_sim: Scenar
     """(topic, payload, publish ms, readings) of every edge node, step by step."""
     nodes = edge_nodes_for_plant(plant)
     ids = plant_sim.sensor_ids
+    silent = [e for e in scenario.events if isinstance(e, GatewaySilentEvent)]
+    skews = [e for e in scenario.events if isinstance(e, ClockSkewEvent)]
     for ts in plant_sim.step_times_ms.tolist():
+        t_s = (ts - plant_sim.start_ms) / 1000.0
         values, present = plant_sim.values_at(ts)
         by_sensor = {ids[i]: float(values[i]) for i in range(len(ids)) if present[i]}
         for node in nodes:
+            gw = node.edge_node
+            if any(e.gateway == gw and active(t_s, e.at_s, e.duration_s) for e in silent):
+                continue
+            written = ts + sum(round(e.skew_s * 1000.0) for e in skews
+                               if e.gateway == gw and active(t_s, e.at_s, e.duration_s))
             mine = {s: by_sensor[s] for s in node.alias if s in by_sensor}
-            messages = node.births(ts, mine) if not node.born else node.data(ts, mine)
+            messages = node.births(written, mine) if not node.born else node.data(written, mine)
             for m in messages:
                 yield m.topic, m.payload, ts, m.n_readings
 

@@ -91,3 +91,11 @@ def test_other_gateway_formats_give_the_same_alarms_as_json(fmt: Format) -> None
     assert backtest(path, fmt).events == backtest(path, "json").events
     assert backtest(path, fmt).readings == backtest(path, "json").readings
     assert backtest(path, fmt).rejected == 0
+
+
+@pytest.mark.parametrize("path", [p for p in SCENARIOS if p.stem != "steady-day"],
+                         ids=lambda p: p.stem)
+def test_each_incident_is_detected_over_sparkplug_b_too(path: Path) -> None:
+    report = backtest(path, "sparkplug")
+    assert report.incidents and all(i.detected for i in report.incidents), report.incidents
+    assert (report.false_alarms, report.false_warnings, report.rejected) == (0, 0, 0)
