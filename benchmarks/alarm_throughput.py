@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from alarms.events import AlarmEvent  # noqa: E402
-from alarms.lifecycle import AlarmManager  # noqa: E402
 from plantwatch.alarm_config import load_alarm_config  # noqa: E402
 from plantwatch.config import load_plant  # noqa: E402
 
@@ -49,7 +48,7 @@ def main() -> None:
         AlarmEvent.from_dict(r)
     baseline = time.perf_counter() - start
 
-    manager = AlarmManager(config.catalogue(plant), config.policy(), config.suppression_rules())
+    manager = config.manager(plant)
     start = time.perf_counter()
     changes = sum(len(manager.apply(r)) for r in records)
     elapsed = time.perf_counter() - start

@@ -23,10 +23,11 @@ from alarms.catalogue import AlarmCatalogue, Rationalization
 from alarms.events import CATEGORY_OF
 from alarms.floods import FloodPolicy
 from alarms.hazards import HazardRules
-from alarms.lifecycle import AlarmPolicy
+from alarms.lifecycle import AlarmManager, AlarmPolicy
 from alarms.periods import ImportantPeriod, period_problems
 from alarms.risk import DEFAULT_RISK_RULES, RiskRule
 from alarms.suppression import SuppressionRule
+from alarms.system import period_priority
 from plantwatch.config import ID_PATTERN, ConfigError, PlantConfig, key_path, read_yaml
 
 __all__ = ["AlarmConfig", "load_alarm_config", "parse_alarm_config"]
@@ -151,6 +152,11 @@ class AlarmConfig(_Model):
             annunciate_in_flood=tuple(self.defaults.annunciate_in_flood),
         )
 
+    def manager(self, plant: PlantConfig) -> AlarmManager:
+        """The alarm lifecycle this philosophy describes, for ``plant``."""
+        return AlarmManager(self.catalogue(plant), self.policy(), self.suppression_rules(),
+                            priority_at=period_priority(self.periods))
+
     def catalogue(self, plant: PlantConfig) -> AlarmCatalogue:
         return AlarmCatalogue(
             plant,
@@ -180,8 +186,7 @@ class AlarmConfig(_Model):
     def problems(self, plant: PlantConfig) -> list[str]:
         """References to sensors, areas and conditions the plant does not have."""
         sensors = {p.sensor.id for p in plant.places()}
-        areas = {p.area for p in plant.places()} | {
-            a.id for s in plant.sites for w in s.workshops for a in w.areas}
+        areas = {area.id for _, area in plant.areas()}
         out: list[str] = []
         for i, rule in enumerate(self.suppression):
             where = f"suppression[{i}]"

@@ -31,8 +31,6 @@ import numpy as np
 
 from alarms.events import CATEGORY_OF
 from alarms.from_detections import events_from_transitions
-from alarms.lifecycle import AlarmManager
-from alarms.system import period_priority
 from detectors.batch import BatchBuilder
 from detectors.decide import Transitions
 from detectors.sensor_table import SensorTable
@@ -157,9 +155,7 @@ def run_backtest(
     """
     table = SensorTable.from_config(plant)
     suite = DetectorSuite(table)
-    manager = AlarmManager(alarm_config.catalogue(plant), alarm_config.policy(),
-                           alarm_config.suppression_rules(),
-                           priority_at=period_priority(alarm_config.periods))
+    manager = alarm_config.manager(plant)
     limits = DecodeLimits()  # as the service judges readings
     decode = decode or _decoder(table, limits)
     builder = BatchBuilder()

@@ -347,6 +347,11 @@ class PlantConfig(_Model):
             seen[place.sensor.id] = where
         return self
 
+    def areas(self) -> list[tuple[str, Area]]:
+        """Every area with its site id, in file order (areas with no sensors too)."""
+        return [(site.id, area) for site in self.sites for ws in site.workshops
+                for area in ws.areas]
+
     def places(self) -> list[SensorPlace]:
         """Every sensor in file order; ``index`` is its row in the sensor table."""
         out: list[SensorPlace] = []

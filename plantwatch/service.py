@@ -22,8 +22,7 @@ import uvicorn
 
 from alarms.hazards import HazardJournal
 from alarms.journal import AlarmJournal
-from alarms.lifecycle import AlarmManager
-from alarms.system import AlarmSystem, period_priority
+from alarms.system import AlarmSystem
 from api.app import ApiServices, create_app
 from api.auth import TokenStore
 from api.hub import EventHub
@@ -115,8 +114,7 @@ class Service:
         self.notifier = AlarmNotifier(
             self.hub, publish=self._publish, webhooks=self.webhooks,
             fire_control=self.alarm_config.fire_control,
-            area_site={a.id: site.id for site in self.plant.sites for w in site.workshops
-                       for a in w.areas},
+            area_site={area.id: site for site, area in self.plant.areas()},
         )
         ing = settings.ingest
         self.pipeline = Pipeline(
@@ -168,15 +166,12 @@ class Service:
 
     def _make_alarm_system(self, state_dir: Path) -> AlarmSystem:
         cfg = self.alarm_config
-        manager = AlarmManager(cfg.catalogue(self.plant), cfg.policy(), cfg.suppression_rules(),
-                               priority_at=period_priority(cfg.periods))
         return AlarmSystem(
-            manager,
+            cfg.manager(self.plant),
             AlarmJournal(state_dir / "alarms.jsonl"),
             hazard_journal=HazardJournal(state_dir / "hazards.jsonl"),
             hazard_rules=cfg.hazard_rules(),
-            inherent_risk={a.id: a.risk for s in self.plant.sites for w in s.workshops
-                           for a in w.areas},
+            inherent_risk={area.id: area.risk for _, area in self.plant.areas()},
             risk_rules=cfg.rules_for_risk(),
             periods=cfg.periods,
         )

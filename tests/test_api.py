@@ -190,7 +190,7 @@ def services(plant: PlantConfig, store: FakeStore, health_report: dict[str, Any]
     reading_store: ReadingStore = store
     alarms = AlarmSystem(
         AlarmManager(AlarmCatalogue(plant)), AlarmJournal(tmp_path / "alarms.jsonl"),
-        inherent_risk={a.id: a.risk for s in plant.sites for w in s.workshops for a in w.areas},
+        inherent_risk={area.id: area.risk for _, area in plant.areas()},
         risk_rules=DEFAULT_RISK_RULES)
     hub = EventHub(queue_size=32, registry=registry)
     announce = AlarmNotifier(hub)
