@@ -162,6 +162,7 @@ class Service:
             create_database=ix.create_database,
             timeout_s=ix.timeout_s,
             max_connections=ix.max_connections,
+            lines_per_write=ix.lines_per_write,
         )
 
     def _make_alarm_system(self, state_dir: Path) -> AlarmSystem:

@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 from alarms.events import AlarmEvent
 from detectors.batch import ReadingBatch
 from detectors.sensor_table import LIMIT_NAMES, SensorTable
+from ingest.influx import series_chunks
 from ingest.line_protocol import (
     encode_alarm_events,
     encode_readings,
@@ -202,3 +203,34 @@ def test_alarm_event_string_fields_are_escaped_and_non_finite_floats_left_out() 
     assert b'priority="hi \\"x\\" \\\\",' in body
     assert b"setpoint" not in body
     assert encode_alarm_events([]) == b""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 20), st.integers(0, 50)), min_size=1, max_size=300),
+    st.integers(1, 40),
+)
+def test_series_chunks_group_each_series_whole_and_in_time_order(
+    rows: list[tuple[int, int]], lines_per_write: int
+) -> None:
+    sensor = np.array([s for s, _ in rows], np.int32)
+    ts = np.array([t for _, t in rows], np.int64)
+    value = np.arange(len(rows), dtype=np.float64)  # identifies the row
+    batch = ReadingBatch.from_columns(sensor, ts, value)
+    chunks = series_chunks(batch, lines_per_write)
+
+    # every reading exactly once
+    assert sorted(np.concatenate([c.value for c in chunks]).tolist()) == value.tolist()
+    seen: set[int] = set()
+    for chunk in chunks:
+        series = set(chunk.sensor.tolist())
+        assert not series & seen, "a series was split over two requests"
+        seen |= series
+        key = list(zip(chunk.sensor.tolist(), chunk.ts.tolist(), strict=True))
+        assert key == sorted(key), "not grouped by series, in time order"
+        # the original row's sensor and time travel with its value
+        rows_of = chunk.value.astype(int)
+        assert (sensor[rows_of] == chunk.sensor).all() and (ts[rows_of] == chunk.ts).all()
+        # a chunk passes the size only by the points of the series it ends with
+        last = int(chunk.sensor[-1])
+        assert len(chunk) - int((chunk.sensor == last).sum()) < lines_per_write
