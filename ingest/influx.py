@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import logging
 import re
 from types import TracebackType
@@ -129,7 +130,7 @@ def series_chunks(batch: ReadingBatch, lines_per_write: int) -> list[ReadingBatc
     return [
         ReadingBatch(sensor[a:b], batch.ts[order[a:b]], batch.value[order[a:b]],
                      batch.quality[order[a:b]])
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+        for a, b in itertools.pairwise(cuts)
     ]
 
 
