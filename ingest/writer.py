@@ -7,6 +7,8 @@ the spool too, so the store receives readings in the order they came; a
 drainer replays the spool with jittered exponential backoff (the one place
 that retries the store). Concurrency towards the store is bounded
 (``concurrency`` writers over the store's own bounded connection pool).
+A writer that finds more jobs queued behind its own takes them too, up to
+``coalesce_readings`` readings, and writes them as one (group commit).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class StoreWriter:
         *,
         concurrency: int = 2,
         queue_size: int = 8,
+        coalesce_readings: int = 400_000,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         on_refused: Callable[[ReadingBatch, str], None] | None = None,
@@ -55,6 +58,7 @@ class StoreWriter:
         self.spool = spool
         self.metrics = metrics
         self.concurrency = concurrency
+        self.coalesce_readings = coalesce_readings
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.on_refused = on_refused
@@ -95,49 +99,84 @@ class StoreWriter:
             tg.create_task(self._drain_spool(), name="spool-drainer")
             tg.create_task(self._write_alarm_events(), name="alarm-event-writer")
 
-    def _to_spool(self, job: WriteJob) -> None:
-        """Spool the batch and acknowledge it; if even the spool fails (disk full),
-        leave it unacknowledged: the broker keeps it and delivers it again."""
+    def _to_spool(self, jobs: list[WriteJob]) -> None:
+        """Spool the jobs' readings and acknowledge them; if even the spool fails
+        (disk full), leave them unacknowledged: the broker keeps them and
+        delivers them again."""
+        batch = jobs[0].batch if len(jobs) == 1 else ReadingBatch.concat([j.batch for j in jobs])
         try:
-            self.spool.append(job.batch)
+            self.spool.append(batch)
         except SpoolError as exc:
-            log.error("%s; %d readings left unacknowledged at the broker", exc, len(job.batch))
+            log.error("%s; %d readings left unacknowledged at the broker", exc, len(batch))
             self.metrics.store_write_errors.labels("spool").inc()
             return
-        self.metrics.readings_spooled.inc(len(job.batch))
+        self.metrics.readings_spooled.inc(len(batch))
         self.metrics.spool_readings.set(self.spool.readings)
         self._spool_wake.set()
-        job.on_durable()
+        for job in jobs:
+            job.on_durable()
+
+    def _take_jobs(self, first: WriteJob) -> list[WriteJob]:
+        """``first`` and, while the writer is behind, the jobs queued after it,
+        up to ``coalesce_readings`` readings in all.
+
+        Why: one request with more points of each series costs InfluxDB less
+        per point (see :func:`ingest.influx.series_chunks`), and the queue only
+        holds jobs when the store is the bottleneck. With 100k-reading flushes
+        of 10,000 sensors (benchmarks/ingest_throughput.py, 2 cores), merging
+        up to 4 of them took the end-to-end rate from 244k to 256k and from
+        234k to 286k readings/s in two same-run pairs, and up to 8 of them to
+        357k; influxd, not plantwatch, is then the busy process.
+        """
+        jobs = [first]
+        size = len(first.batch)
+        while size < self.coalesce_readings and not self._jobs.empty():
+            job = self._jobs.get_nowait()
+            jobs.append(job)
+            size += len(job.batch)
+        return jobs
 
     async def _write_jobs(self) -> None:
         while True:
-            job = await self._jobs.get()
+            jobs = self._take_jobs(await self._jobs.get())
             try:
                 self.metrics.writer_queue_depth.set(self._jobs.qsize())
                 if not self.store_up or not self.spool.empty:
-                    self._to_spool(job)
+                    self._to_spool(jobs)
                     continue
-                started = time.perf_counter()
-                try:
-                    await self.store.write(job.batch)
-                except StoreUnavailable as exc:
-                    self._mark_down(exc)
-                    self._to_spool(job)
-                    continue
-                except StoreRejected as exc:
-                    self._refused(job.batch, exc)
-                    job.on_durable()
-                    continue
-                except Exception as exc:  # a store bug must not stop ingest
-                    log.exception("unexpected error from the store; spooling")
-                    self._mark_down(exc)
-                    self._to_spool(job)
-                    continue
-                self.metrics.store_write_seconds.observe(time.perf_counter() - started)
-                self.metrics.readings_stored.inc(len(job.batch))
-                job.on_durable()
+                await self._write_to_store(jobs)
             finally:
-                self._jobs.task_done()
+                for _ in jobs:
+                    self._jobs.task_done()
+
+    async def _write_to_store(self, jobs: list[WriteJob]) -> None:
+        batch = jobs[0].batch if len(jobs) == 1 else ReadingBatch.concat([j.batch for j in jobs])
+        started = time.perf_counter()
+        try:
+            await self.store.write(batch)
+        except StoreUnavailable as exc:
+            self._mark_down(exc)
+            self._to_spool(jobs)
+            return
+        except StoreRejected as exc:
+            if len(jobs) > 1:
+                # Find the refused flush: write the merged jobs one by one
+                # (rewriting a point that did go in only overwrites it).
+                for job in jobs:
+                    await self._write_to_store([job])
+                return
+            self._refused(batch, exc)
+            jobs[0].on_durable()
+            return
+        except Exception as exc:  # a store bug must not stop ingest
+            log.exception("unexpected error from the store; spooling")
+            self._mark_down(exc)
+            self._to_spool(jobs)
+            return
+        self.metrics.store_write_seconds.observe(time.perf_counter() - started)
+        self.metrics.readings_stored.inc(len(batch))
+        for job in jobs:
+            job.on_durable()
 
     def _mark_down(self, exc: Exception) -> None:
         if self.store_up:

@@ -78,6 +78,9 @@ class IngestSettings(BaseModel):
     flush_max_readings: int = Field(100_000, ge=1)
     flush_interval_s: float = Field(0.1, gt=0)
     write_concurrency: int = Field(4, ge=1, le=16)
+    # A writer that is behind merges queued flushes into one write of up to
+    # this many readings (ingest.writer.StoreWriter._take_jobs); 0 turns it off.
+    write_coalesce_readings: int = Field(400_000, ge=0)
     max_payload_bytes: int = Field(1_048_576, ge=1024)
     max_readings_per_message: int = Field(100_000, ge=1)
     max_future_skew_s: float = Field(300.0, ge=0)
@@ -127,6 +130,8 @@ class Settings(BaseSettings):
     plant: Path = Path("config/plant.yaml")
     # The alarm philosophy; default: alarms.yaml beside the plant file, if there is one.
     alarms: Path | None = None
+    # MSPC groups (plantwatch.mspc_models); default: mspc.yaml beside the plant file.
+    mspc: Path | None = None
     store: Literal["influxdb", "sqlite"] = "influxdb"
     state_dir: Path = Path("var")
     mqtt: MqttSettings = MqttSettings()
@@ -141,6 +146,12 @@ class Settings(BaseSettings):
         if self.alarms is not None:
             return self.alarms
         beside = self.plant.parent / "alarms.yaml"
+        return beside if beside.is_file() else None
+
+    def mspc_file(self) -> Path | None:
+        if self.mspc is not None:
+            return self.mspc
+        beside = self.plant.parent / "mspc.yaml"
         return beside if beside.is_file() else None
 
     @classmethod
