@@ -22,7 +22,7 @@ AlarmAction = Literal["raise", "clear"]
 
 CATEGORY_OF: dict[str, str] = {
     "ll": "alarm", "l": "alarm", "h": "alarm", "hh": "alarm", "rate": "alarm",
-    "trend": "warning", "drift": "warning",
+    "trend": "warning", "drift": "warning", "mspc": "warning",
     "stuck": "fault", "range": "fault", "spike": "fault", "nodata": "fault",
 }
 
@@ -62,6 +62,8 @@ class AlarmEvent:
     category: str = "alarm"
     score: float | None = None
     eta_s: float | None = None
+    contributions: dict[str, float] | None = None
+    """``mspc`` raises: each group sensor's share of the out-of-control statistic."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from alarms.events import CATEGORY_OF, AlarmEvent, alarm_id
 from detectors.decide import CONDITIONS, Transitions
@@ -11,8 +12,15 @@ from detectors.sensor_table import SensorTable
 __all__ = ["events_from_transitions"]
 
 
-def events_from_transitions(table: SensorTable, transitions: Transitions) -> list[AlarmEvent]:
-    """Alarm events for every change, in the order the changes happened."""
+def events_from_transitions(
+    table: SensorTable, transitions: Transitions,
+    contributions: Mapping[int, dict[str, float]] | None = None,
+) -> list[AlarmEvent]:
+    """Alarm events for every change, in the order the changes happened.
+
+    ``contributions`` (sensor row → shares, from the MSPC groups) is attached
+    to ``mspc`` raises on that row.
+    """
     events: list[AlarmEvent] = []
     for s, ts, value, cond, active, setpoint, score in zip(
         transitions.sensor.tolist(),
@@ -47,6 +55,8 @@ def events_from_transitions(table: SensorTable, transitions: Transitions) -> lis
                 category=CATEGORY_OF[name],
                 score=finite_score,
                 eta_s=finite_score if name == "trend" and active else None,
+                contributions=(contributions or {}).get(s)
+                if name == "mspc" and active else None,
             )
         )
     return events

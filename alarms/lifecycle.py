@@ -322,6 +322,7 @@ class AlarmManager:
         p.raised_ts, p.raised_value, p.setpoint = ts, ev.value, ev.setpoint
         p.cleared_ts = p.cleared_value = None
         p.eta_s = ev.eta_s
+        p.contributions = ev.contributions
         p.raise_count += 1
         p.stale = False
         p.priority = self._priority_at(p.definition.priority, p.area, ts)
@@ -369,6 +370,7 @@ class AlarmManager:
         p.process_active = False
         p.cleared_ts, p.cleared_value = ts, ev.value
         p.eta_s = None
+        p.contributions = None
         p.stale = False
         activation = self._open.pop(p.alarm_id, None)
         if activation is not None:

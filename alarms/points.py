@@ -126,6 +126,7 @@ class AlarmPoint:
     cleared_ts: int | None = None
     cleared_value: float | None = None
     eta_s: float | None = None
+    contributions: dict[str, float] | None = None
     raise_count: int = 0
     last_annunciated_ts: int | None = None
     shelved: Shelve | None = None
@@ -171,6 +172,7 @@ class AlarmPoint:
             "cleared_ts": self.cleared_ts,
             "cleared_value": self.cleared_value,
             "eta_s": self.eta_s,
+            "contributions": self.contributions,
             "raise_count": self.raise_count,
             "annunciated": self.annunciable and not self.flood_held,
             "shelved": self.shelved.to_dict() if self.shelved else None,

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 AlarmLimit = Literal[
-    "ll", "l", "h", "hh", "rate", "trend", "drift", "stuck", "range", "spike", "nodata"
+    "ll", "l", "h", "hh", "rate", "trend", "drift", "stuck", "range", "spike", "nodata", "mspc"
 ]
 Category = Literal["alarm", "warning", "fault"]
 
@@ -160,6 +160,10 @@ DEFAULT_RISK_RULES: tuple[RiskRule, ...] = (
     # A predicted limit crossing (超前预警) is an early warning: the area gets
     # attention before the alarm, which is the point of warning ahead.
     RiskRule(name="trend warning", limits=["trend"], categories=["warning"], colour="yellow"),
+    # A unit out of statistical control (MSPC): its sensors no longer move the way
+    # normal operation moves them, although each may still be inside its limits.
+    RiskRule(name="unit out of statistical control", limits=["mspc"], categories=["warning"],
+             colour="yellow"),
     # No rule for drift: it is as often an ageing cell as a slow leak, so it
     # goes to hazard investigation (DOMAIN.md §6), not the risk map; and a
     # "blue" rule could never change anything, blue being the lowest colour.

@@ -188,7 +188,7 @@ class AlarmOut(_Out):
     alarm_id: str = Field(examples=["TF-LEL-001:hh"])
     sensor: str
     limit: str = Field(
-        description="ll, l, h, hh (limits), rate, trend, drift (warnings), "
+        description="ll, l, h, hh (limits), rate, trend, drift, mspc (warnings), "
         "stuck, range, spike, nodata (sensor faults)."
     )
     category: Literal["alarm", "warning", "fault"] = "alarm"
@@ -203,6 +203,11 @@ class AlarmOut(_Out):
     colour: RiskColour = Field(description="The priority's display colour.")
     eta_s: float | None = Field(
         default=None, description="trend warnings: seconds to the limit when raised"
+    )
+    contributions: dict[str, float] | None = Field(
+        default=None,
+        description="mspc warnings: each sensor of the group and its share (0-1) of the "
+        "out-of-control statistic when raised; the alarm is on the largest.",
     )
     raised_ts: int | None = Field(description="When it was last raised, epoch ms UTC.")
     raised_value: float | None

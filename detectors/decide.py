@@ -38,7 +38,7 @@ NO_TS = np.iinfo(np.int64).min
 _NONE = (np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.bool_))
 
 CONDITIONS = ("ll", "l", "h", "hh", "rate", "trend", "drift", "stuck", "range", "spike",
-              "nodata")
+              "nodata", "mspc")
 """Every condition a sensor can be in; a transition's ``condition`` indexes this."""
 
 

@@ -243,6 +243,50 @@ class PcaMonitor:
         out[~(out > 0)] = 1.0
         return out
 
+    # -- as data -----------------------------------------------------------
+    _FITTED = ("mean_", "scale_", "components_", "explained_variance_", "residual_variance_",
+               "sensor_scale_", "t2_limit_", "spe_limit_", "n_samples_", "n_components_")
+    _PARAMS = ("explained_variance", "alpha", "ewma_lambda", "drift_horizon")
+
+    def to_arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        """The fitted model and its options as plain arrays (to save with ``np.savez``)."""
+        if not hasattr(self, "mean_"):
+            raise ValueError("monitor is not fitted; nothing to save")
+        out: dict[str, npt.NDArray[np.generic]] = {
+            name: np.asarray(getattr(self, name)) for name in self._FITTED + self._PARAMS
+        }
+        out["limit"] = np.array(self.limit)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, npt.NDArray[np.generic]]) -> PcaMonitor:
+        """A fitted monitor back from :meth:`to_arrays`; it scores exactly as the saved one."""
+        missing = [k for k in (*cls._FITTED, *cls._PARAMS, "limit") if k not in arrays]
+        if missing:
+            raise ValueError(f"saved monitor lacks {', '.join(missing)}")
+        limit = str(arrays["limit"])
+        if limit not in ("theoretical", "empirical"):
+            raise ValueError(f"saved monitor has limit={limit!r}")
+        monitor = cls(
+            explained_variance=float(arrays["explained_variance"]),
+            alpha=float(arrays["alpha"]),
+            ewma_lambda=float(arrays["ewma_lambda"]),
+            drift_horizon=float(arrays["drift_horizon"]),
+            limit="theoretical" if limit == "theoretical" else "empirical",
+        )
+        for name in ("mean_", "scale_", "components_", "explained_variance_",
+                     "residual_variance_", "sensor_scale_"):
+            setattr(monitor, name, np.asarray(arrays[name], np.float64).copy())
+        monitor.t2_limit_ = float(arrays["t2_limit_"])
+        monitor.spe_limit_ = float(arrays["spe_limit_"])
+        monitor.n_samples_ = int(arrays["n_samples_"])
+        monitor.n_components_ = int(arrays["n_components_"])
+        p = len(monitor.mean_)
+        if monitor.components_.shape != (monitor.n_components_, p):
+            raise ValueError(f"saved monitor has components of shape {monitor.components_.shape},"
+                             f" expected ({monitor.n_components_}, {p})")
+        return monitor
+
     # -- scoring -----------------------------------------------------------
     def monitored(self, X: npt.ArrayLike, start: FloatArray | None = None) -> FloatArray:
         """Rows of ``X`` as monitored vectors: standardised, smoothed, divided by ``sensor_scale_``.
@@ -383,6 +427,12 @@ class MspcDetector:
         self.clock = np.full(1, _NO_TS, np.int64)
         self.ewma = np.zeros(p)
         self.ewma_before = np.zeros(p)
+        # The batch rows that moved the detector in the last update, in
+        # processing order, and the monitored and held vectors after each: what
+        # a caller needs for the contributions at the reading that crossed a limit.
+        self.last_rows: npt.NDArray[np.intp] = np.empty(0, np.intp)
+        self.last_u: FloatArray = np.empty((0, p))
+        self.last_hold: FloatArray = np.empty((0, p))
 
     # -- state -------------------------------------------------------------
     _STATE = (
@@ -458,6 +508,8 @@ class MspcDetector:
         f = self._fresh(batch)
         m = len(f.rows)
         if m == 0:
+            p = len(self.table_rows)
+            self.last_rows, self.last_u, self.last_hold = f.rows, np.empty((0, p)), np.empty((0, p))
             return out
         p = len(self.table_rows)
         mon = self.monitor
@@ -483,8 +535,10 @@ class MspcDetector:
             step_end = _ewma(z[last_of_step], lam, first_base)
             base_of_step = np.vstack([first_base, step_end[:-1]])
             e = lam * z + (1.0 - lam) * base_of_step[step_id]
-        t2, spe = mon.statistics(e / mon.sensor_scale_)
+        u = e / mon.sensor_scale_
+        t2, spe = mon.statistics(u)
         out[f.rows] = np.where(complete, mon.index(t2, spe), np.nan)
+        self.last_rows, self.last_u, self.last_hold = f.rows, u, hold
         # state after the batch
         self.hold = hold[-1].copy()
         self.seen = self.seen | (latest[-1] >= 0)

@@ -45,6 +45,11 @@ sensor's deadband and on/off delays. ``rate`` needs a configured
 get one by default) and ``drift`` ``drift_detection`` (gas detectors by
 default); elsewhere the condition never raises.
 
+Multivariate monitoring (MSPC) of sensor groups runs after them when fitted
+group models are given (:mod:`detectors.groups`): its ``mspc`` warnings are
+raised on the group's top-contributing sensor, and
+``self.groups.last_contributions`` carries every sensor's share.
+
 No-data is the one clock-driven judgement: :meth:`DetectorSuite.update` is
 told when the batch *arrived* (``received_ms``; event time is used when it is
 not given, as in a backtest), and :meth:`DetectorSuite.tick` judges silence
@@ -55,6 +60,8 @@ time, because a gateway whose clock runs a few minutes slow is not silent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -62,6 +69,7 @@ from detectors.base import State
 from detectors.batch import ReadingBatch
 from detectors.decide import CONDITIONS, NO_TS, ConditionBank, Transitions
 from detectors.drift import DriftDetector
+from detectors.groups import GroupModel, GroupMonitors
 from detectors.health import NoDataDetector, RangeDetector, SpikeDetector, StuckDetector
 from detectors.limits import POINTS, LimitDetector
 from detectors.rate import RateOfChangeDetector
@@ -91,7 +99,7 @@ class DetectorSuite:
 
     def __init__(
         self, table: SensorTable, *, spike_z: float = 8.0, drift_holdoff_s: float = 1800.0,
-        warning_hold_s: float = 60.0,
+        warning_hold_s: float = 60.0, groups: Sequence[GroupModel] = (),
     ) -> None:
         self.table = table
         m = len(table)
@@ -103,6 +111,7 @@ class DetectorSuite:
         self.range = RangeDetector(table)
         self.spike = SpikeDetector(table)
         self.nodata = NoDataDetector(table, max_gap_s=table.max_gap_s)
+        self.groups = GroupMonitors(table, list(groups))
         ones = np.ones(m)
         horizon = table.trend_horizon_s
         drift_on = np.where(table.drift_detection, 1.0, np.nan)
@@ -142,12 +151,12 @@ class DetectorSuite:
     @property
     def _parts(self) -> dict[str, LimitDetector | RateOfChangeDetector | TrendDetector
                               | DriftDetector | StuckDetector | RangeDetector | SpikeDetector
-                              | NoDataDetector | ConditionBank]:
+                              | NoDataDetector | ConditionBank | GroupMonitors]:
         return {
             "limits": self.limits, "rate": self.rate, "trend": self.trend,
             "drift": self.drift, "stuck": self.stuck, "range": self.range,
             "spike": self.spike, "nodata": self.nodata, "bank": self.bank,
-            "nodata_bank": self.nodata_bank,
+            "nodata_bank": self.nodata_bank, "groups": self.groups,
         }
 
     # -- state -------------------------------------------------------------
@@ -253,6 +262,8 @@ class DetectorSuite:
             parts.append(Transitions(sr, ts[r], value, _CODE[p], raised, setpoint, score))
         if held:
             self.drift.rebaseline(np.unique(np.concatenate(held)))
+        if len(self.groups):
+            parts.append(self.groups.update(batch))
         self.transitions = Transitions.concat(parts)
         return scores
 

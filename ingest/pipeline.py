@@ -332,7 +332,9 @@ class Pipeline:
         log.info("important periods in force %s: limits of %d sensors tightened",
                  [p.id for p in periods] or "none", tightened)
 
-    def _condition_records(self, transitions: Transitions) -> list[dict[str, object]]:
+    def _condition_records(
+        self, transitions: Transitions, contributions: dict[int, dict[str, float]] | None = None
+    ) -> list[dict[str, object]]:
         """Journal records of the detectors' transitions, stamped with alarm time.
 
         ``at`` is the event time capped at the server clock: alarm time (shelve
@@ -343,7 +345,7 @@ class Pipeline:
             return []
         now_ms = int(self.clock() * 1000)
         return [{**e.to_dict(), "at": min(e.ts, now_ms)}
-                for e in events_from_transitions(self.table, transitions)]
+                for e in events_from_transitions(self.table, transitions, contributions)]
 
     def _suppression_records(self, batch: ReadingBatch) -> list[dict[str, object]]:
         """A suppression rule's condition, judged on the latest reading of its state sensor."""
@@ -398,7 +400,8 @@ class Pipeline:
             arrived = max((m.received_ms for m in messages),
                           default=int(self.clock() * 1000))  # released by a gap timeout
             self.detector.update(batch, received_ms=arrived)
-            records += self._condition_records(self.detector.transitions)
+            records += self._condition_records(self.detector.transitions,
+                                               self.detector.groups.last_contributions)
             self._commit(records, detector_moved=True)
 
         def acknowledge() -> None:

@@ -1,4 +1,4 @@
-"""The ``plantwatch`` command line: run, demo, simulate, evaluate, token."""
+"""The ``plantwatch`` command line: run, demo, simulate, evaluate, token, mspc."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from plantwatch import evaluate_nab, evaluate_tabular
 from plantwatch.alarm_config import AlarmConfig, load_alarm_config
 from plantwatch.backtest_view import backtest_table
 from plantwatch.config import ConfigError, PlantConfig, load_plant
+from plantwatch.mspc_cli import mspc_app
+from plantwatch.mspc_models import load_group_models, load_mspc_config
 from plantwatch.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -44,6 +46,7 @@ token_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(token_app, name="token")
+app.add_typer(mspc_app, name="mspc")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -68,6 +71,15 @@ def _load_alarm_config_or_exit(settings: Settings, plant: PlantConfig) -> AlarmC
         return load_alarm_config(settings.alarms_file(), plant)
     except ConfigError as exc:
         console.print(f"[red]invalid alarm config[/red]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+def _check_mspc_or_exit(settings: Settings, plant: PlantConfig) -> None:
+    """Fail at start, with the file and the fix, on a bad MSPC config or model."""
+    try:
+        load_group_models(load_mspc_config(settings.mspc_file(), plant), settings.state_dir)
+    except (ConfigError, ValueError) as exc:
+        console.print(f"[red]invalid MSPC config or model[/red]\n{exc}")
         raise typer.Exit(2) from exc
 
 
@@ -108,6 +120,7 @@ def run(
     settings = load_settings(settings_file, **overrides)
     plant_config = _load_plant_or_exit(settings.plant)
     alarm_config = _load_alarm_config_or_exit(settings, plant_config)
+    _check_mspc_or_exit(settings, plant_config)
     asyncio.run(_serve(settings, plant_config, alarm_config=alarm_config))
 
 

@@ -43,11 +43,12 @@ from ingest.store import ReadingStore
 from ingest.writer import StoreWriter
 from plantwatch.alarm_config import AlarmConfig, load_alarm_config
 from plantwatch.config import PlantConfig, load_plant
+from plantwatch.mspc_models import load_group_models, load_mspc_config, model_path
 from plantwatch.notify import AlarmNotifier, webhook_targets
 from plantwatch.settings import Settings
 from plantwatch.webhooks import WebhookNotifier
 
-__all__ = ["Service"]
+__all__ = ["Service", "make_store"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,27 @@ class _ApiServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def make_store(settings: Settings, table: SensorTable) -> ReadingStore:
+    """The reading store the settings name (InfluxDB, or SQLite for the demo)."""
+    s = settings
+    if s.store == "sqlite":
+        return SQLiteStore(s.sqlite.path, table, s.sqlite.retention_days)
+    ix = s.influxdb
+    return InfluxStore(
+        ix.url,
+        ix.database,
+        table,
+        retention=ix.retention,
+        username=ix.username,
+        password=ix.password,
+        token=ix.token,
+        create_database=ix.create_database,
+        timeout_s=ix.timeout_s,
+        max_connections=ix.max_connections,
+        lines_per_write=ix.lines_per_write,
+    )
 
 
 class Service:
@@ -73,10 +95,16 @@ class Service:
         self.hub = EventHub(registry=self.metrics.registry)
         state_dir = settings.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = self._make_store()
+        self.store = make_store(settings, self.table)
         self.spool = Spool(state_dir / "spool.bin")
         self.checkpoint = CheckpointFile(state_dir / "detectors.npz")
-        self.detector = DetectorSuite(self.table)
+        self.mspc_config = load_mspc_config(settings.mspc_file(), self.plant)
+        groups, unfitted = load_group_models(self.mspc_config, state_dir)
+        for group_id in unfitted:
+            log.warning("MSPC group %s has no fitted model in %s and is not monitored; fit it "
+                        "on a period of normal operation: plantwatch mspc fit %s --start ... "
+                        "--end ...", group_id, model_path(state_dir, group_id).parent, group_id)
+        self.detector = DetectorSuite(self.table, groups=groups)
         self.alarms = self._make_alarm_system(state_dir)
         restore_alarm_state(self.table, self.detector, self.alarms, self.checkpoint)
         self.tokens = TokenStore(settings.api.tokens_file or state_dir / "tokens.json")
@@ -105,7 +133,8 @@ class Service:
             protocol=settings.mqtt.protocol,
         )
         self.writer = StoreWriter(
-            self.store, self.spool, self.metrics, concurrency=settings.ingest.write_concurrency
+            self.store, self.spool, self.metrics, concurrency=settings.ingest.write_concurrency,
+            coalesce_readings=settings.ingest.write_coalesce_readings,
         )
         self.webhooks: WebhookNotifier | None = None
         if settings.notify.webhooks:
@@ -145,25 +174,6 @@ class Service:
         self._api_socket: socket.socket | None = None
         self.api_port: int | None = None
         self.ready = asyncio.Event()
-
-    def _make_store(self) -> ReadingStore:
-        s = self.settings
-        if s.store == "sqlite":
-            return SQLiteStore(s.sqlite.path, self.table, s.sqlite.retention_days)
-        ix = s.influxdb
-        return InfluxStore(
-            ix.url,
-            ix.database,
-            self.table,
-            retention=ix.retention,
-            username=ix.username,
-            password=ix.password,
-            token=ix.token,
-            create_database=ix.create_database,
-            timeout_s=ix.timeout_s,
-            max_connections=ix.max_connections,
-            lines_per_write=ix.lines_per_write,
-        )
 
     def _make_alarm_system(self, state_dir: Path) -> AlarmSystem:
         cfg = self.alarm_config

@@ -24,7 +24,7 @@ from plantwatch.config import Priority, RiskColour, SensorKind
 
 CATEGORY: dict[str, Category] = {
     "ll": "alarm", "l": "alarm", "h": "alarm", "hh": "alarm", "rate": "alarm",
-    "trend": "warning", "drift": "warning",
+    "trend": "warning", "drift": "warning", "mspc": "warning",
     "stuck": "fault", "range": "fault", "spike": "fault", "nodata": "fault",
 }
 INHERENT: dict[str, RiskColour] = {
@@ -179,6 +179,12 @@ def test_trend_warning_is_yellow() -> None:
     g = grade(point("RX-LEL-1", "trend", area="rx-cooling"))["rx-cooling"]
     assert g.colour == "yellow"
     assert g.reasons[0] == "RX-LEL-1:trend active: trend warning → yellow"
+
+
+def test_a_unit_out_of_statistical_control_is_yellow() -> None:
+    g = grade(point("RX-TI-121", "mspc", kind="temperature_c", area="rx-cooling"))["rx-cooling"]
+    assert g.colour == "yellow"
+    assert g.reasons[0] == "RX-TI-121:mspc active: unit out of statistical control → yellow"
 
 
 @pytest.mark.parametrize("limit", ["drift", "stuck", "range", "spike", "nodata"])
