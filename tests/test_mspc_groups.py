@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,37 @@ def test_transitions_concat_keeps_mspc_after_univariate_parts() -> None:
     suite.update(stream(rows[:601]))
     t: Transitions = suite.transitions
     assert t.condition[-1] == MSPC and t.active[-1]
+
+
+async def test_the_live_pipeline_raises_and_journals_an_mspc_warning(tmp_path: Path) -> None:
+    from tests.test_pipeline import Rig, until
+
+    rig = Rig(tmp_path, plant=PLANT, groups=[fitted_model(on_delay_ms=5_000)])
+    rows = incident(np.random.default_rng(7))[:660]
+    now_s = int(time.time()) - len(rows)  # recent: inside the accepted age and skew
+    async with rig.running():
+        for k in range(0, len(rows), 60):  # a gateway message a minute, 3 sensors a second
+            doc = {"readings": [
+                {"sensor": s, "value": float(rows[i, j]), "ts": (now_s + i) * 1000}
+                for i in range(k, min(k + 60, len(rows))) for j, s in enumerate(GROUP)]}
+            rig.source.feed("plant/s1/gw", doc)
+        await until(lambda: "TI-2:mspc:raise" in rig.announced, timeout_s=10)
+    assert [a for a in rig.announced if a.endswith(":raise")] == ["TI-2:mspc:raise"]
+    (event,) = rig.journal.load()
+    assert event.limit == "mspc" and event.sensor == "TI-2"
+    assert event.contributions is not None and max(
+        event.contributions, key=lambda s: event.contributions[s]) == "TI-2"  # type: ignore[index]
+    point = rig.alarms.manager.get("TI-2:mspc")
+    assert point is not None and point.state == "unack" and point.category == "warning"
+
+
+def test_the_sample_groups_fit_the_sample_plant() -> None:
+    root = Path(__file__).resolve().parents[1]
+    from plantwatch.config import load_plant
+
+    plant = load_plant(root / "config" / "plant.yaml")
+    config = load_mspc_config(root / "config" / "mspc.yaml", plant)
+    assert [g.id for g in config.groups] == ["rx-r101", "rx-cooling", "cp-k201"]
+    # no models in a fresh state dir: every group is reported, none monitored
+    assert load_group_models(config, root / "var" / "no-such-dir") == (
+        [], ["rx-r101", "rx-cooling", "cp-k201"])

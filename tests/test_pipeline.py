@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from alarms.lifecycle import AlarmManager
 from alarms.periods import ImportantPeriod
 from alarms.system import AlarmSystem
 from detectors.batch import ReadingBatch
+from detectors.groups import GroupModel
 from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
 from ingest.checkpoint import CheckpointFile
@@ -27,6 +29,7 @@ from ingest.sparkplug_host import SparkplugHost
 from ingest.spool import Spool
 from ingest.sqlite_store import SQLiteStore
 from ingest.writer import StoreWriter
+from plantwatch.config import PlantConfig
 from simulators.sparkplug_edge import EdgeNodeMessages
 from tests.plants import small_plant
 
@@ -90,24 +93,27 @@ class SwitchableStore(SQLiteStore):
 class Rig:
     def __init__(self, tmp_path, store: SwitchableStore | None = None,
                  periods: list[ImportantPeriod] | None = None,
-                 sparkplug: SparkplugHost | None = None) -> None:
+                 sparkplug: SparkplugHost | None = None,
+                 plant: PlantConfig | None = None, groups: Sequence[GroupModel] = ()) -> None:
         self.tmp = tmp_path
+        plant = plant or PLANT
+        table = TABLE if plant is PLANT else SensorTable.from_config(plant)
         self.source = MemorySource()
-        self.store = store or SwitchableStore(tmp_path / "db.sqlite3", TABLE)
+        self.store = store or SwitchableStore(tmp_path / "db.sqlite3", table)
         self.metrics = IngestMetrics()
         self.spool = Spool(tmp_path / "spool.bin")
         self.journal = AlarmJournal(tmp_path / "alarms.jsonl")
         self.checkpoint = CheckpointFile(tmp_path / "det.npz")
-        self.detector = DetectorSuite(TABLE)
-        self.alarms = AlarmSystem(AlarmManager(AlarmCatalogue(PLANT)), self.journal,
+        self.detector = DetectorSuite(table, groups=groups)
+        self.alarms = AlarmSystem(AlarmManager(AlarmCatalogue(plant)), self.journal,
                                   periods=periods or [])
-        restore_alarm_state(TABLE, self.detector, self.alarms, self.checkpoint)
+        restore_alarm_state(table, self.detector, self.alarms, self.checkpoint)
         self.manager = self.alarms.manager
         self.writer = StoreWriter(self.store, self.spool, self.metrics, backoff_initial_s=0.05,
                                   backoff_max_s=0.2)
         self.announced: list[str] = []
         self.pipeline = Pipeline(
-            table=TABLE, source=self.source, writer=self.writer, detector=self.detector,
+            table=table, source=self.source, writer=self.writer, detector=self.detector,
             alarms=self.alarms, checkpoint=self.checkpoint,
             metrics=self.metrics, config=PipelineConfig(flush_interval_s=0.02),
             on_alarm_outcome=lambda out: self.announced.extend(
