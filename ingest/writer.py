@@ -161,9 +161,14 @@ class StoreWriter:
         except StoreRejected as exc:
             if len(jobs) > 1:
                 # Find the refused flush: write the merged jobs one by one
-                # (rewriting a point that did go in only overwrites it).
+                # (rewriting a point that did go in only overwrites it). Once
+                # the store is away or the spool holds anything, the rest go to
+                # the spool behind it, as any job would.
                 for job in jobs:
-                    await self._write_to_store([job])
+                    if not self.store_up or not self.spool.empty:
+                        self._to_spool([job])
+                    else:
+                        await self._write_to_store([job])
                 return
             self._refused(batch, exc)
             jobs[0].on_durable()
