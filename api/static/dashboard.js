@@ -72,7 +72,15 @@ function alarmRow(a) {
     setpoint: a.setpoint, priority: a.priority, post: a.post, team: a.team, site: a.site,
     workshop: a.workshop, area: a.area, unit: a.unit, since: a.raised_ts, state: a.state,
     active: a.active, acked: a.acked, annunciated: a.annunciated, shelved: a.shelved !== null,
+    contributions: a.contributions ?? null,
   };
+}
+
+// An mspc warning's group sensors by their share of the statistic, largest first.
+function fmtContributions(c) {
+  if (!c) return "";
+  return Object.entries(c).sort((x, y) => y[1] - x[1]).slice(0, 3)
+    .map(([sensor, share]) => `${sensor} ${Math.round(share * 100)} %`).join(", ");
 }
 
 function applyAlarmEvent(e) {
@@ -127,7 +135,8 @@ function renderAlarms() {
           onclick: () => selectSensor(a.sensor),
         },
         el("td", {}, a.sensor),
-        el("td", { class: "limit" }, a.limit),
+        el("td", { class: "limit", title: fmtContributions(a.contributions) },
+          a.contributions ? `${a.limit} (${fmtContributions(a.contributions)})` : a.limit),
         el("td", { class: "num" }, `${fmtNumber(a.value)} ${a.unit}`),
         el("td", { class: "num" }, fmtNumber(a.setpoint)),
         el("td", {}, a.priority),
