@@ -94,6 +94,13 @@ class GroupMonitors:
     def __len__(self) -> int:
         return len(self.models)
 
+    def group_of(self, row: int) -> int | None:
+        """Index of the group the sensor at table ``row`` belongs to, if any."""
+        for i, det in enumerate(self.detectors):
+            if (det.table_rows == row).any():
+                return i
+        return None
+
     # -- state -------------------------------------------------------------
     def get_state(self) -> State:
         state: State = {"active": self.active.copy(), "since": self.since.copy(),

@@ -200,6 +200,11 @@ class DetectorSuite:
             if row is not None and condition in columns:
                 key, col = columns[condition]
                 state[key][row, col] = True
+            elif row is not None and condition == "mspc":
+                g = self.groups.group_of(row)
+                if g is not None:  # the group's warning stands, on this sensor
+                    state["groups.active"][g] = True
+                    state["groups.raised_on"][g] = row
         self.set_state(state)
 
     # -- readings ----------------------------------------------------------

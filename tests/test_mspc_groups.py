@@ -346,3 +346,16 @@ def test_the_sample_groups_fit_the_sample_plant() -> None:
     # no models in a fresh state dir: every group is reported, none monitored
     assert load_group_models(config, root / "var" / "no-such-dir") == (
         [], ["rx-r101", "rx-cooling", "cp-k201"])
+
+
+def test_a_standing_mspc_warning_restored_without_a_checkpoint_still_clears() -> None:
+    # No checkpoint (first start after deleting it): the alarm journal says
+    # TI-2:mspc is active, so the group starts active on TI-2 and clears normally.
+    suite = DetectorSuite(TABLE, groups=[fitted_model()])
+    suite.restore_active([("TI-2", "mspc"), ("LEL-1", "mspc")])  # LEL-1 is in no group
+    assert suite.groups.active.tolist() == [True]
+    suite.update(stream(unit_rows(120, np.random.default_rng(8), start_s=3000)))
+    t = suite.transitions
+    cleared = t.condition == MSPC
+    assert cleared.sum() == 1 and not t.active[cleared][0]
+    assert t.sensor[cleared][0] == TABLE.index["TI-2"]
