@@ -18,6 +18,7 @@ restart changes nothing. Alarms and sensor-health detections raise hazards throu
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 from bisect import insort
@@ -535,13 +536,24 @@ class HazardJournal:
         self.torn_records_dropped = 0
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Append one record and fsync before returning (durable on return)."""
+        """Append one record and fsync before returning (durable on return).
+
+        If the write or the fsync fails (disk full, I/O error), the file is cut
+        back to where it was, so a later append never lands after half a line,
+        and the error is raised.
+        """
         line = json.dumps(dict(record), separators=(",", ":"), ensure_ascii=False) + "\n"
         created = not self.path.exists()
         with open(self.path, "ab") as fh:
-            fh.write(line.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
+            size = fh.tell()
+            try:
+                fh.write(line.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    fh.truncate(size)
+                raise
         if created:  # the new directory entry must survive a crash too
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
             try:

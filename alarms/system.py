@@ -178,8 +178,16 @@ class AlarmSystem:
         return raised
 
     def _journal_hazard(self, record: Mapping[str, Any]) -> None:
-        if self.hazard_journal is not None:
+        """Journal a record the registry has just applied; if the journal cannot
+        take it, the registry is rebuilt from the journal (so memory never holds
+        a change the disk does not) and the error is raised."""
+        if self.hazard_journal is None:
+            return
+        try:
             self.hazard_journal.append(record)
+        except OSError:
+            self.hazards = self.hazard_journal.rebuild(self.hazard_rules)
+            raise
 
     def create_hazard(self, **fields: Any) -> Hazard:
         made = self.hazards.create(**fields)

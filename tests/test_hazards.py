@@ -547,3 +547,34 @@ def test_any_operations_keep_the_lifecycle_valid_and_replayable(ops: list[tuple[
         for record in records[:k]:
             replayed.apply(record)
         assert snapshot(replayed) == snapshots[k]
+
+
+def test_a_journal_that_cannot_take_a_record_leaves_memory_and_disk_agreeing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alarms import hazards as hazards_module
+    from alarms.catalogue import AlarmCatalogue
+    from alarms.journal import AlarmJournal
+    from alarms.lifecycle import AlarmManager
+    from alarms.system import AlarmSystem
+    from tests.plants import small_plant
+
+    system = AlarmSystem(AlarmManager(AlarmCatalogue(small_plant())),
+                         AlarmJournal(tmp_path / "alarms.jsonl"),
+                         hazard_journal=HazardJournal(tmp_path / "hazards.jsonl"))
+    system.create_hazard(title="first", by="op", ts=1_000)
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hazards_module.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        system.create_hazard(title="second", by="op", ts=2_000)
+    # the failed record is neither in memory nor on disk, and no half line is left
+    assert len(system.hazards) == 1
+    monkeypatch.undo()
+    third = system.create_hazard(title="third", by="op", ts=3_000)
+    rebuilt = HazardJournal(tmp_path / "hazards.jsonl").rebuild()
+    assert [h.title for h in (rebuilt.get("HZ-000001"), rebuilt.get(third.id))] == [
+        "first", "third"]
+    assert len(rebuilt) == len(system.hazards) == 2
