@@ -137,6 +137,7 @@ class MqttSource:
         # and subscribe (publish its STATE birth).
         self.will = will
         self.on_connected = on_connected
+        self.disconnects = 0
         self.connected = False
         self.generation = 0
         self.messages_received = 0
@@ -203,6 +204,7 @@ class MqttSource:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         self.connected = False
+        self.disconnects += 1  # read by the pipeline (the Sparkplug host must hear of it)
         if not self._closing:
             log.warning("disconnected from %s (%s); paho reconnects with backoff", self.url,
                         reason)

@@ -52,6 +52,8 @@ class MessageSource(Protocol):
     """What the pipeline needs of a source (``MqttSource``, or a test seam)."""
 
     topics: list[str]
+    disconnects: int
+    """How many times the broker connection was lost so far."""
 
     @property
     def pending(self) -> int: ...
@@ -147,6 +149,7 @@ class Pipeline:
         self._topic_ours: dict[str, bool] = {}
         self._next_tick = 0.0
         self._first_pending_at = 0.0
+        self._disconnects_seen = source.disconnects
         self.flushes = 0
 
     @property
@@ -168,6 +171,7 @@ class Pipeline:
                                      - time.monotonic()))
             # A bounded bite, so a flush follows soon after the batch is full.
             messages = await self.source.receive(max_messages=1000, timeout_s=wait)
+            self._notice_disconnects()
             if messages:
                 self.handle(messages)
             self.metrics.source_queue_depth.set(self.source.pending)
@@ -183,6 +187,20 @@ class Pipeline:
                     # Readings the Sparkplug host released on a gap timeout: their
                     # messages were flushed already, so nothing else would flush them.
                     await self.flush()
+
+    def _notice_disconnects(self) -> None:
+        """Tell the Sparkplug host when the broker connection was lost (Sparkplug
+        B: every node is then stale until it is born again; the host asks for
+        rebirths as their data comes in). Checked here, in the loop's thread,
+        because the host is not thread-safe and paho notices on its own thread."""
+        lost = self.source.disconnects
+        if lost == self._disconnects_seen:
+            return
+        self._disconnects_seen = lost
+        if self.sparkplug is not None:
+            self.sparkplug.connection_lost(int(self.clock() * 1000))
+            log.warning("broker connection was lost: every Sparkplug node is stale until "
+                        "it is born again")
 
     def handle(self, messages: list[InboundMessage]) -> None:
         """Decode and validate messages into the pending batch; dead-letter rejects."""

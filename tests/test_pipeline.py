@@ -46,6 +46,7 @@ class MemorySource:
         self.queue: asyncio.Queue[InboundMessage] = asyncio.Queue()
         self.acked: list[int] = []
         self.published: list[tuple[str, bytes]] = []
+        self.disconnects = 0
         self._mid = 0
 
     @property
@@ -357,3 +358,32 @@ def _stored(rig: Rig) -> int:
     import sqlite3
     with contextlib.closing(sqlite3.connect(rig.tmp / "db.sqlite3")) as db:
         return int(db.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+
+
+async def test_a_lost_broker_connection_makes_sparkplug_nodes_stale_until_reborn(
+        tmp_path) -> None:
+    """After the source reports a lost connection, the host treats every node as
+    unborn: its next data is dead-lettered as data before birth and a rebirth is
+    asked for; the rebirth makes its sensors current again."""
+    host = SparkplugHost("pw-test", TABLE.index, reorder_timeout_ms=300)
+    rig = Rig(tmp_path, sparkplug=host)
+    node = EdgeNodeMessages("s1", "gw1", {"tf-a": ["LEL-1", "LEL-2"]})
+    now = int(time.time() * 1000)
+    async with rig.running():
+        for m in [*node.births(now, {"LEL-1": 1.0, "LEL-2": 1.0}),
+                  *node.data(now + 1000, {"LEL-1": 2.0, "LEL-2": 2.0})]:
+            rig.source.feed(m.topic, m.payload)
+        await until(lambda: _stored(rig) == 4, 5)
+        assert not any("/NCMD/" in t for t, _ in rig.source.published)
+        rig.source.disconnects += 1  # paho noticed; the loop hears of it on its next turn
+        for m in node.data(now + 2000, {"LEL-1": 3.0, "LEL-2": 3.0}):
+            rig.source.feed(m.topic, m.payload)
+        await until(lambda: any("/NCMD/" in t for t, _ in rig.source.published), 5)
+        assert {"LEL-1", "LEL-2"} <= host.stale_sensors()
+        letters = [orjson.loads(p)["reason"] for t, p in rig.source.published
+                   if t == "plantwatch/deadletter"]
+        assert "data_before_birth" in letters
+        for m in node.births(now + 3000, {"LEL-1": 4.0, "LEL-2": 4.0}):
+            rig.source.feed(m.topic, m.payload)
+        await until(lambda: _stored(rig) == 6, 5)
+        assert not {"LEL-1", "LEL-2"} & host.stale_sensors()
