@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import signal
@@ -23,6 +24,7 @@ from plantwatch.backtest_view import backtest_table
 from plantwatch.config import ConfigError, PlantConfig, load_plant
 from plantwatch.mspc_cli import mspc_app
 from plantwatch.mspc_models import load_group_models, load_mspc_config
+from plantwatch.replay import ReplayResult
 from plantwatch.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -339,7 +341,7 @@ def replay(
     config: Annotated[Path, typer.Option(help="plant config")] = Path("config/plant.yaml"),
 ) -> None:
     """Play a scenario (or a recorded CSV) through the real broker at N× speed."""
-    from plantwatch.replay import csv_messages, load_csv_map, publish_paced, replay_start_ms
+    from plantwatch.replay import CommandListener, csv_messages, load_csv_map, replay_start_ms
     from plantwatch.scenario_io import scenario_feed
 
     plant_config = _load_plant_or_exit(config)
@@ -370,6 +372,24 @@ def replay(
         paced = feed.paced
         console.print(f"scenario start moved to {feed.start_ms} (epoch ms); its in-process "
                       f"twin: plantwatch backtest {scenario} --start {feed.start_ms}")
+    with contextlib.ExitStack() as stack:
+        if csv_file is None and fmt == "sparkplug":
+            # The replayed edge nodes answer a host's rebirth requests (the feed's
+            # generator reads ``commands`` when the replay starts).
+            try:
+                feed.commands = stack.enter_context(CommandListener(broker)).drain
+            except (OSError, TimeoutError) as exc:
+                console.print(f"[red]{exc}[/red]")
+                raise typer.Exit(1) from exc
+        result = _replay_with_progress(paced, broker, speed, name, duration)
+    console.print(f"replayed {result.readings:,} readings in {result.messages:,} messages "
+                  f"({result.acked_readings:,} acknowledged) in {result.wall_s:.0f} s")
+
+
+def _replay_with_progress(paced: Any, broker: str, speed: float, name: str,
+                          duration: float) -> ReplayResult:
+    from plantwatch.replay import publish_paced
+
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
                   console=console) as progress:
@@ -381,8 +401,7 @@ def replay(
         except (OSError, TimeoutError, ValueError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from exc
-    console.print(f"replayed {result.readings:,} readings in {result.messages:,} messages "
-                  f"({result.acked_readings:,} acknowledged) in {result.wall_s:.0f} s")
+    return result
 
 
 @app.command()

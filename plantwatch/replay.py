@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from plantwatch.config import ConfigError, PlantConfig
 from simulators import MqttPublisher, encode_gateway_message, gateway_topic
 
-__all__ = ["CsvMap", "ReplayResult", "csv_messages", "load_csv_map", "publish_paced",
-           "replay_start_ms"]
+__all__ = ["CommandListener", "CsvMap", "ReplayResult", "csv_messages", "load_csv_map",
+           "publish_paced", "replay_start_ms"]
 
 
 def replay_start_ms(duration_s: float, speed: float, now_ms: int | None = None) -> int:
@@ -38,6 +39,57 @@ def replay_start_ms(duration_s: float, speed: float, now_ms: int | None = None) 
     now = int(time.time() * 1000) if now_ms is None else now_ms
     # Slower than real time (speed < 1) never runs ahead: it starts now.
     return now - int(duration_s * 1000 * max(0.0, 1.0 - 1.0 / speed))
+
+
+class CommandListener:
+    """Collects the Sparkplug B node commands (NCMD) a host publishes, so a
+    replayed edge node can answer rebirth requests (see
+    :mod:`plantwatch.sparkplug_feed`). A context manager: entering connects
+    and subscribes (clean session, QoS 1), leaving disconnects.
+    :meth:`drain` returns what arrived since it was last called; paho
+    delivers on its own thread, hence the lock.
+    """
+
+    TOPIC = "spBv1.0/+/NCMD/+"
+
+    def __init__(self, broker_url: str, *, connect_timeout_s: float = 10.0) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from simulators.publisher import parse_broker_url
+
+        self.host, self.port = parse_broker_url(broker_url)
+        self.connect_timeout_s = connect_timeout_s
+        self._lock = threading.Lock()
+        self._received: list[tuple[str, bytes]] = []
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                   protocol=mqtt.MQTTv311, clean_session=True)
+        self._client.on_connect = lambda client, *_: client.subscribe(self.TOPIC, qos=1)
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.on_message = self._on_message
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._lock:
+            self._received.append((msg.topic, bytes(msg.payload)))
+
+    def drain(self) -> list[tuple[str, bytes]]:
+        with self._lock:
+            out, self._received = self._received, []
+        return out
+
+    def __enter__(self) -> CommandListener:
+        self._client.connect(self.host, self.port)
+        self._client.loop_start()
+        if not self._subscribed.wait(self.connect_timeout_s):
+            self._client.loop_stop()
+            raise TimeoutError(f"no subscription to {self.TOPIC} at {self.host}:{self.port} "
+                               f"within {self.connect_timeout_s:.0f} s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ same scenario see the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -31,12 +31,16 @@ class ScenarioFeed:
     plant_sim: ScenarioPlant
     plant: PlantConfig
     decode: Decode | None = None
+    # Sparkplug replay: the NCMD messages received since the last call, so the
+    # simulated edge nodes answer rebirth requests (plantwatch.replay.CommandListener).
+    commands: Callable[[], list[tuple[str, bytes]]] | None = None
 
     def _raw(self) -> Iterator[tuple[str, bytes, int, int]]:
         if self.fmt == "sparkplug":
             from plantwatch.sparkplug_feed import sparkplug_messages
 
-            yield from sparkplug_messages(self.scenario, self.plant, self.plant_sim)
+            yield from sparkplug_messages(self.scenario, self.plant, self.plant_sim,
+                                          self.commands)
             return
         for m in scenario_messages(self.scenario, self.plant, self.fmt,
                                    scenario_plant=self.plant_sim):
