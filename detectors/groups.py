@@ -164,6 +164,8 @@ class GroupMonitors:
                 setpoint.append(1.0)
             else:
                 row = int(self.raised_on[i])
+                if row < 0:  # a state that lost its alarm sensor: clear on the group's first
+                    row = int(det.table_rows[0])
                 self.raised_on[i] = -1
                 setpoint.append(model.clear_below)
             self.active[i] = not self.active[i]
