@@ -18,15 +18,14 @@ restart changes nothing. Alarms and sensor-health detections raise hazards throu
 from __future__ import annotations
 
 import builtins
-import contextlib
-import json
-import os
 from bisect import insort
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from alarms.jsonl import JsonLines
 
 __all__ = [
     "AUTOMATIC_SOURCES",
@@ -523,43 +522,27 @@ class RepeatedAlarmCounter:
         return True
 
 
-class HazardJournal:
-    """Append-only JSON-lines file of hazard records, fsynced per append.
+def _check_hazard_record(record: dict[str, Any]) -> None:
+    if record.get("type") not in ("hazard_create", "hazard_update"):
+        raise ValueError("not a hazard record")
 
-    Loading drops a torn last line (a crash mid-append: the caller was never told
-    the change was saved) and truncates the file back to the last whole record.
-    """
+
+class HazardJournal:
+    """Append-only JSON-lines file of hazard records, fsynced per append
+    (a :class:`~alarms.jsonl.JsonLines`: a torn last line is dropped on loading,
+    a failed append is cut back off the file)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.torn_records_dropped = 0
+        self._file = JsonLines(path)
+        self.path = self._file.path
+
+    @property
+    def torn_records_dropped(self) -> int:
+        return self._file.torn_records_dropped
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Append one record and fsync before returning (durable on return).
-
-        If the write or the fsync fails (disk full, I/O error), the file is cut
-        back to where it was, so a later append never lands after half a line,
-        and the error is raised.
-        """
-        line = json.dumps(dict(record), separators=(",", ":"), ensure_ascii=False) + "\n"
-        created = not self.path.exists()
-        with open(self.path, "ab") as fh:
-            size = fh.tell()
-            try:
-                fh.write(line.encode("utf-8"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            except OSError:
-                with contextlib.suppress(OSError):
-                    fh.truncate(size)
-                raise
-        if created:  # the new directory entry must survive a crash too
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        """Append one record and fsync before returning (durable on return)."""
+        self._file.append([record])
 
     def load(self) -> builtins.list[HazardRecord]:
         """Every whole record, oldest first."""
@@ -578,33 +561,5 @@ class HazardJournal:
         return registry
 
     def _load(self) -> builtins.list[tuple[int, HazardRecord]]:
-        if not self.path.exists():
-            return []
-        data = self.path.read_bytes()
-        records: builtins.list[tuple[int, HazardRecord]] = []
-        pos = 0
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                break  # torn last line: its newline was never written
-            try:
-                record = json.loads(data[pos:nl])
-                if not isinstance(record, dict) or record.get("type") not in (
-                    "hazard_create",
-                    "hazard_update",
-                ):
-                    raise ValueError("not a hazard record")
-            except ValueError as exc:
-                raise ValueError(
-                    f"{self.path}: hazard record at byte {pos} is corrupt ({exc}); "
-                    "fix or remove that line before starting again"
-                ) from exc
-            records.append((pos, record))
-            pos = nl + 1
-        if pos < len(data):
-            self.torn_records_dropped += 1
-            with open(self.path, "r+b") as fh:
-                fh.truncate(pos)
-                fh.flush()
-                os.fsync(fh.fileno())
-        return records
+        return self._file.read(_check_hazard_record, "hazard record",
+                               "fix or remove that line before starting again")

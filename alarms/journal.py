@@ -11,24 +11,33 @@ event is produced again.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from alarms.events import AlarmEvent
+from alarms.jsonl import JsonLines
 from alarms.records import record_type
 
 __all__ = ["AlarmJournal"]
 
 
+def _check(record: dict[str, Any]) -> None:
+    if "ts" not in record:
+        raise ValueError("not a journal record (a JSON object with 'ts')")
+    if record_type(record) == "condition":
+        AlarmEvent.from_dict(record)
+
+
 class AlarmJournal:
-    """Append-only alarm event journal at ``path``."""
+    """Append-only alarm event journal at ``path`` (a :class:`~alarms.jsonl.JsonLines`)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.torn_records_dropped = 0
+        self._file = JsonLines(path)
+        self.path = self._file.path
+
+    @property
+    def torn_records_dropped(self) -> int:
+        return self._file.torn_records_dropped
 
     def load(self) -> list[AlarmEvent]:
         """The detector condition events in the journal, oldest first."""
@@ -37,42 +46,13 @@ class AlarmJournal:
 
     def load_records(self) -> list[dict[str, Any]]:
         """Every whole record in the journal, oldest first."""
-        if not self.path.exists():
-            return []
-        data = self.path.read_bytes()
-        events: list[dict[str, Any]] = []
-        good_end = 0
-        pos = 0
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                break  # torn last line: no newline was written
-            line = data[pos:nl]
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict) or "ts" not in record:
-                    raise ValueError("not a journal record (a JSON object with 'ts')")
-                if record_type(record) == "condition":
-                    AlarmEvent.from_dict(record)
-                events.append(record)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f"{self.path}: journal record at byte {pos} is corrupt ({exc}); "
-                    "move the file aside to start with an empty alarm history"
-                ) from exc
-            pos = nl + 1
-            good_end = pos
-        if good_end < len(data):
-            self.torn_records_dropped += 1
-            with open(self.path, "r+b") as fh:
-                fh.truncate(good_end)
-                fh.flush()
-                os.fsync(fh.fileno())
-        return events
+        return [r for _, r in self._file.read(
+            _check, "journal record",
+            "move the file aside to start with an empty alarm history")]
 
     def size(self) -> int:
         """Bytes in the journal: the offset a checkpoint records."""
-        return self.path.stat().st_size if self.path.exists() else 0
+        return self._file.size()
 
     def truncate(self, offset: int) -> int:
         """Cut the journal back to ``offset`` bytes; return how many bytes went.
@@ -82,14 +62,7 @@ class AlarmJournal:
         that were never acknowledged, so the broker redelivers them and the
         same events are produced again, consistently with the detector state.
         """
-        size = self.size()
-        if offset >= size:
-            return 0
-        with open(self.path, "r+b") as fh:
-            fh.truncate(offset)
-            fh.flush()
-            os.fsync(fh.fileno())
-        return size - offset
+        return self._file.truncate(offset)
 
     def append(self, events: list[AlarmEvent]) -> None:
         """Append condition events and fsync before returning (durable on return)."""
@@ -97,13 +70,4 @@ class AlarmJournal:
 
     def append_records(self, records: list[dict[str, Any]]) -> None:
         """Append records and fsync before returning (durable on return)."""
-        if not records:
-            return
-        payload = "".join(
-            json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n"
-            for r in records
-        ).encode("utf-8")
-        with open(self.path, "ab") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._file.append(records)

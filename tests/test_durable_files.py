@@ -87,6 +87,27 @@ def test_journal_rebuilds_board_and_drops_torn_line(tmp_path) -> None:
     assert journal.path.read_bytes().endswith(b"\n")
 
 
+def test_a_journal_append_that_fails_leaves_no_half_line(tmp_path, monkeypatch) -> None:
+    from alarms import jsonl
+
+    journal = AlarmJournal(tmp_path / "alarms.jsonl")
+    journal.append([event("raise", 1)])
+    before = journal.path.read_bytes()
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jsonl.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        journal.append([event("raise", 2, "LEL-2")])
+    monkeypatch.undo()
+    assert journal.path.read_bytes() == before
+    journal.append([event("clear", 3)])
+    assert [(e.sensor, e.action) for e in journal.load()] == [("LEL-1", "raise"),
+                                                              ("LEL-1", "clear")]
+    assert journal.torn_records_dropped == 0
+
+
 def test_journal_truncate_to_checkpoint_offset(tmp_path) -> None:
     journal = AlarmJournal(tmp_path / "alarms.jsonl")
     journal.append([event("raise", 1)])

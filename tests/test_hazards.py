@@ -552,7 +552,7 @@ def test_any_operations_keep_the_lifecycle_valid_and_replayable(ops: list[tuple[
 def test_a_journal_that_cannot_take_a_record_leaves_memory_and_disk_agreeing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from alarms import hazards as hazards_module
+    from alarms import jsonl
     from alarms.catalogue import AlarmCatalogue
     from alarms.journal import AlarmJournal
     from alarms.lifecycle import AlarmManager
@@ -567,7 +567,7 @@ def test_a_journal_that_cannot_take_a_record_leaves_memory_and_disk_agreeing(
     def disk_full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(hazards_module.os, "fsync", disk_full)
+    monkeypatch.setattr(jsonl.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space"):
         system.create_hazard(title="second", by="op", ts=2_000)
     # the failed record is neither in memory nor on disk, and no half line is left
