@@ -38,6 +38,10 @@ class WriteJob:
     on_durable: Callable[[], None]
 
 
+def _readings_of(jobs: list[WriteJob]) -> ReadingBatch:
+    return jobs[0].batch if len(jobs) == 1 else ReadingBatch.concat([j.batch for j in jobs])
+
+
 class StoreWriter:
     """Writes jobs to ``store``; spools while it is unavailable."""
 
@@ -103,7 +107,7 @@ class StoreWriter:
         """Spool the jobs' readings and acknowledge them; if even the spool fails
         (disk full), leave them unacknowledged: the broker keeps them and
         delivers them again."""
-        batch = jobs[0].batch if len(jobs) == 1 else ReadingBatch.concat([j.batch for j in jobs])
+        batch = _readings_of(jobs)
         try:
             self.spool.append(batch)
         except SpoolError as exc:
@@ -150,7 +154,7 @@ class StoreWriter:
                     self._jobs.task_done()
 
     async def _write_to_store(self, jobs: list[WriteJob]) -> None:
-        batch = jobs[0].batch if len(jobs) == 1 else ReadingBatch.concat([j.batch for j in jobs])
+        batch = _readings_of(jobs)
         started = time.perf_counter()
         try:
             await self.store.write(batch)

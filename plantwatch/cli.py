@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 import typer
@@ -21,11 +21,14 @@ from api.auth import Role, TokenStore
 from plantwatch import evaluate_nab, evaluate_tabular
 from plantwatch.alarm_config import AlarmConfig, load_alarm_config
 from plantwatch.backtest_view import backtest_table
+from plantwatch.cli_options import SettingsOption, StateDirOption, settings_with_state_dir
 from plantwatch.config import ConfigError, PlantConfig, load_plant
 from plantwatch.mspc_cli import mspc_app
 from plantwatch.mspc_models import load_group_models, load_mspc_config
-from plantwatch.replay import ReplayResult
 from plantwatch.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from plantwatch.replay import ReplayResult
 
 app = typer.Typer(
     help="plantwatch: watches a plant's safety sensors and warns before an incident.",
@@ -264,19 +267,6 @@ def _token_store(settings: Settings) -> TokenStore:
     return TokenStore(settings.api.tokens_file or settings.state_dir / "tokens.json")
 
 
-def _settings_for_tokens(settings_file: Path | None, state_dir: Path | None) -> Settings:
-    overrides: dict[str, object] = {}
-    if state_dir is not None:
-        overrides["state_dir"] = state_dir
-    return load_settings(settings_file, **overrides)
-
-
-SettingsOption = Annotated[Path | None, typer.Option("--settings", help="TOML settings file")]
-StateDirOption = Annotated[
-    Path | None, typer.Option(help="the service's state directory (default from settings: var)")
-]
-
-
 Format = Literal["json", "lp", "sparkplug"]
 
 
@@ -445,7 +435,7 @@ def token_create(
     state_dir: StateDirOption = None,
 ) -> None:
     """Create a token; it is printed once and stored only as a hash."""
-    store = _token_store(_settings_for_tokens(settings_file, state_dir))
+    store = _token_store(settings_with_state_dir(settings_file, state_dir))
     try:
         token = store.create(name, role, int(time.time() * 1000))
     except ValueError as exc:
@@ -458,7 +448,7 @@ def token_create(
 @token_app.command("list")
 def token_list(settings_file: SettingsOption = None, state_dir: StateDirOption = None) -> None:
     """Names and roles of the tokens (never the tokens)."""
-    for row in _token_store(_settings_for_tokens(settings_file, state_dir)).list():
+    for row in _token_store(settings_with_state_dir(settings_file, state_dir)).list():
         typer.echo(f"{row['name']}\t{row['role']}\tcreated {row['created_ts']}")
 
 
@@ -467,7 +457,7 @@ def token_revoke(
     name: str, settings_file: SettingsOption = None, state_dir: StateDirOption = None
 ) -> None:
     """Revoke a token by its holder's name."""
-    if not _token_store(_settings_for_tokens(settings_file, state_dir)).revoke(name):
+    if not _token_store(settings_with_state_dir(settings_file, state_dir)).revoke(name):
         console.print(f"[red]no token named {name!r}[/red] (plantwatch token list shows them)")
         raise typer.Exit(1)
     console.print(f"revoked {name}")

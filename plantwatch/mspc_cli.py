@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -16,6 +15,7 @@ from api.timeparse import TimeParamError, parse_time_ms
 from detectors.mspc import PcaMonitor
 from detectors.sensor_table import SensorTable
 from ingest.errors import StoreUnavailable
+from plantwatch.cli_options import SettingsOption, StateDirOption, settings_with_state_dir
 from plantwatch.config import ConfigError, load_plant
 from plantwatch.mspc_models import (
     MspcConfig,
@@ -24,7 +24,7 @@ from plantwatch.mspc_models import (
     model_path,
     save_group_model,
 )
-from plantwatch.settings import Settings, load_settings
+from plantwatch.settings import Settings
 
 __all__ = ["mspc_app"]
 
@@ -33,19 +33,6 @@ mspc_app = typer.Typer(
     help="Multivariate monitoring (MSPC) of sensor groups (config/mspc.yaml): fit, list.",
     no_args_is_help=True,
 )
-
-SettingsOption = Annotated[Path | None, typer.Option("--settings", help="TOML settings file")]
-StateDirOption = Annotated[
-    Path | None, typer.Option(help="the service's state directory (default from settings: var)")
-]
-
-
-def _settings(settings_file: Path | None, state_dir: Path | None) -> Settings:
-    overrides: dict[str, object] = {}
-    if state_dir is not None:
-        overrides["state_dir"] = state_dir
-    return load_settings(settings_file, **overrides)
-
 
 def _config_or_exit(settings: Settings) -> tuple[SensorTable, MspcConfig]:
     try:
@@ -77,7 +64,7 @@ def fit(
     """
     from plantwatch.service import make_store
 
-    settings = _settings(settings_file, state_dir)
+    settings = settings_with_state_dir(settings_file, state_dir)
     table, config = _config_or_exit(settings)
     try:
         group_config = config.group(group)
@@ -116,7 +103,7 @@ def fit(
 @mspc_app.command("list")
 def list_groups(settings_file: SettingsOption = None, state_dir: StateDirOption = None) -> None:
     """The configured groups, their sensors and whether each has a fitted model."""
-    settings = _settings(settings_file, state_dir)
+    settings = settings_with_state_dir(settings_file, state_dir)
     _, config = _config_or_exit(settings)
     out = Table("group", "sensors", "model")
     for g in config.groups:

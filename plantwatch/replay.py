@@ -24,11 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plantwatch.config import ConfigError, PlantConfig
 from simulators import MqttPublisher, encode_gateway_message, gateway_topic
+from simulators.publisher import parse_broker_url
 
 __all__ = ["CommandListener", "CsvMap", "ReplayResult", "csv_messages", "load_csv_map",
            "publish_paced", "replay_start_ms"]
@@ -53,11 +56,6 @@ class CommandListener:
     TOPIC = "spBv1.0/+/NCMD/+"
 
     def __init__(self, broker_url: str, *, connect_timeout_s: float = 10.0) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        from simulators.publisher import parse_broker_url
-
         self.host, self.port = parse_broker_url(broker_url)
         self.connect_timeout_s = connect_timeout_s
         self._lock = threading.Lock()
@@ -69,7 +67,7 @@ class CommandListener:
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             self._received.append((msg.topic, bytes(msg.payload)))
 

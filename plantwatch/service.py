@@ -63,10 +63,9 @@ class _ApiServer(uvicorn.Server):
 
 def make_store(settings: Settings, table: SensorTable) -> ReadingStore:
     """The reading store the settings name (InfluxDB, or SQLite for the demo)."""
-    s = settings
-    if s.store == "sqlite":
-        return SQLiteStore(s.sqlite.path, table, s.sqlite.retention_days)
-    ix = s.influxdb
+    if settings.store == "sqlite":
+        return SQLiteStore(settings.sqlite.path, table, settings.sqlite.retention_days)
+    ix = settings.influxdb
     return InfluxStore(
         ix.url,
         ix.database,
