@@ -36,7 +36,7 @@ import numpy.typing as npt
 from detectors.base import State
 from detectors.batch import ReadingBatch
 from detectors.decide import NO_TS, ConditionBank, Transitions
-from detectors.rounds import fresh_rounds, order_by_sensor_time
+from detectors.rounds import fresh_rounds, in_sensor_order, order_by_sensor_time
 from detectors.sensor_table import LIMIT_NAMES, SensorTable
 
 __all__ = ["POINTS", "LimitDetector", "order_by_sensor_time"]
@@ -114,15 +114,19 @@ class LimitDetector:
         t = self.table
         scores = np.full(len(batch), np.nan)
         parts: list[Transitions] = []
-        for rows, s, ts in fresh_rounds(batch, self.last_ts):
-            v = batch.value[rows]
-            scores[rows] = np.fmax(v - t.h[s], t.l[s] - v)
-            r, p, raised = self.bank.step(s, ts, v)
-            if len(r):
+        for r, _ in fresh_rounds(batch, self.last_ts):
+            s, v = r.sensors, r.value
+            score = np.fmax(v - t.h[s], t.l[s] - v)
+            scores[r.rows] = score
+            pos, p, raised = self.bank.step(s, r.ts, v)
+            if len(pos):
+                order, sensor = in_sensor_order(s, pos)
+                if order is not None:
+                    pos, p, raised = pos[order], p[order], raised[order]
                 parts.append(Transitions(
-                    sensor=s[r], ts=ts[r], value=v[r], condition=p.astype(np.int8),
-                    active=raised, setpoint=self.bank.setpoints(s[r], p, raised),
-                    score=scores[rows[r]],
+                    sensor=sensor, ts=r.ts[pos], value=v[pos], condition=p.astype(np.int8),
+                    active=raised, setpoint=self.bank.setpoints(sensor, p, raised),
+                    score=score[pos],
                 ))
         self.transitions = Transitions.concat(parts)
         return scores

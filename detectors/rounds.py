@@ -24,6 +24,7 @@ __all__ = [
     "NO_TS",
     "Round",
     "RoundDetector",
+    "at",
     "fresh_rounds",
     "order_by_sensor_time",
     "sensor_rounds",
@@ -55,30 +56,6 @@ def order_by_sensor_time(
     counts = np.bincount(rank)
     bounds = np.r_[0, np.cumsum(counts)].astype(np.intp)
     return order.astype(np.intp), bounds
-
-
-def fresh_rounds(
-    batch: ReadingBatch, last_ts: npt.NDArray[np.int64]
-) -> Iterator[tuple[npt.NDArray[np.intp], npt.NDArray[np.int32], npt.NDArray[np.int64]]]:
-    """Yield ``(rows, sensor, ts)`` round by round, keeping only fresh readings.
-
-    A reading is fresh when its value is finite and its timestamp is newer
-    than its sensor's entry in ``last_ts``; late, duplicate and non-finite
-    readings are dropped, so they never move a detector. ``last_ts`` is
-    advanced (in place) as the rounds are consumed.
-    """
-    order, bounds = order_by_sensor_time(batch.sensor, batch.ts)
-    for k in range(len(bounds) - 1):
-        rows = order[bounds[k] : bounds[k + 1]]
-        s = batch.sensor[rows]
-        ts = batch.ts[rows]
-        fresh = (ts > last_ts[s]) & np.isfinite(batch.value[rows])
-        if not fresh.all():
-            rows, s, ts = rows[fresh], s[fresh], ts[fresh]
-            if len(rows) == 0:
-                continue
-        last_ts[s] = ts
-        yield rows, s, ts
 
 
 NO_TS = np.iinfo(np.int64).min
@@ -273,6 +250,56 @@ def sensor_rounds(batch: ReadingBatch) -> tuple[Round, ...]:
     return plan
 
 
+def fresh_rounds(batch: ReadingBatch, last_ts: I64) -> Iterator[tuple[Round, I64]]:
+    """The batch's rounds (:func:`sensor_rounds`) with only fresh readings.
+
+    A reading is fresh when its value is finite and its timestamp is newer
+    than its sensor's entry in ``last_ts``; late, duplicate and non-finite
+    readings are left out, so they never move a detector. Yields each round
+    with its sensors' previous times, and advances ``last_ts`` in place as
+    the rounds are consumed.
+    """
+    for r in sensor_rounds(batch):
+        last = last_ts[r.sensors]
+        ok = r.ts > last
+        if not r.finite:
+            ok &= np.isfinite(r.value)
+        if not ok.all():
+            keep = np.flatnonzero(ok)
+            if len(keep) == 0:
+                continue
+            r = Round(_as_array(r.rows)[keep], _as_array(r.sensors)[keep], r.ts[keep],
+                      r.value[keep], True)
+            last = last[keep]
+        elif isinstance(r.sensors, slice):
+            last = last.copy()  # a view of last_ts, about to be overwritten
+        last_ts[r.sensors] = r.ts
+        yield r, last
+
+
+def at(index: Index, pos: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """Entries ``pos`` of a round's rows or sensors (a slice or an index array)."""
+    if isinstance(index, slice):
+        return pos * (index.step or 1) + (index.start or 0)
+    return index[pos]
+
+
+def in_sensor_order(
+    sensors: Index, pos: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.int32]]:
+    """``(order, sensor)`` of changes at positions ``pos`` of a round (as a
+    :class:`~detectors.decide.ConditionBank` returns them): ``order`` puts them
+    in sensor order, stably (None: they are already), and ``sensor`` is the
+    sensor of each, in that order. Rounds list their sensors in any order;
+    reporting changes by sensor keeps the output the same however a stream
+    is cut into batches."""
+    s = at(sensors, pos).astype(np.int32)
+    if isinstance(sensors, slice) or len(s) < 2 or bool((s[1:] >= s[:-1]).all()):
+        return None, s
+    o = np.argsort(s, kind="stable")
+    return o, s[o]
+
+
 # -- the shared walk -----------------------------------------------------------
 
 
@@ -330,20 +357,10 @@ class RoundDetector:
     def update(self, batch: ReadingBatch) -> F64:
         """Advance over ``batch``; return one score per row (NaN: late, duplicate,
         non-finite or warming up)."""
-        plan = sensor_rounds(batch)
         out: F64 | None = None
-        for r in plan:
+        whole = sensor_rounds(batch)
+        for r, last in fresh_rounds(batch, self.last_ts):
             rows, idx, ts, v = r.rows, r.sensors, r.ts, r.value
-            last = self.last_ts[idx]
-            ok = ts > last
-            if not r.finite:
-                ok &= np.isfinite(v)
-            if not ok.all():
-                keep = np.flatnonzero(ok)
-                if len(keep) == 0:
-                    continue
-                rows, idx = _as_array(rows)[keep], _as_array(idx)[keep]
-                ts, v, last = ts[keep], v[keep], last[keep]
             if self._unseen and last.min() == NO_TS:
                 score = np.empty(len(ts))
                 new = last == NO_TS
@@ -356,8 +373,7 @@ class RoundDetector:
                     score[seen] = self._step(idx[seen], ts[seen], v[seen], last[seen])
             else:
                 score = self._step(idx, ts, v, last)
-            self.last_ts[idx] = ts
-            if len(plan) == 1 and isinstance(rows, slice) and rows == slice(0, len(batch)):
+            if len(whole) == 1 and isinstance(rows, slice) and rows == slice(0, len(batch)):
                 return score
             if out is None:
                 out = np.full(len(batch), np.nan)

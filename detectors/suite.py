@@ -73,7 +73,7 @@ from detectors.groups import GroupModel, GroupMonitors
 from detectors.health import NoDataDetector, RangeDetector, SpikeDetector, StuckDetector
 from detectors.limits import POINTS, LimitDetector
 from detectors.rate import RateOfChangeDetector
-from detectors.rounds import fresh_rounds
+from detectors.rounds import at, fresh_rounds, in_sensor_order
 from detectors.sensor_table import SensorTable
 from detectors.trend import TrendDetector
 
@@ -85,6 +85,8 @@ _CODE = np.array([CONDITIONS.index(c) for c in SCORED], np.int8)
 _NODATA = np.int8(CONDITIONS.index("nodata"))
 _TREND = SCORED.index("trend")
 _RATE = SCORED.index("rate")
+_DRIFT = SCORED.index("drift")
+_SPIKE = SCORED.index("spike")
 _TINY = 1e-12
 
 
@@ -226,35 +228,36 @@ class DetectorSuite:
         else:
             arrived = np.full(len(batch), received_ms, np.int64)
             self.nodata.update(ReadingBatch(batch.sensor, arrived, batch.value, batch.quality))
-        x_all = np.column_stack([np.abs(scores["rate"]), *(scores[c] for c in SCORED[1:])])
+        # One row per scored condition (the bank's point-major layout).
+        x_all = np.stack([np.abs(scores["rate"]), *(scores[c] for c in SCORED[1:])])
         t = self.table
         parts = [self.limits.transitions]
-        spike_col = SCORED.index("spike")
-        drift_col = SCORED.index("drift")
-        trend_col = SCORED.index("trend")
-        held: list[npt.NDArray[np.int32]] = []
-        for rows, s, ts in fresh_rounds(batch, self.last_ts):
-            x = x_all[rows]
-            busy = self.limits.active[s].any(axis=1) | self.bank.active[s, trend_col]
-            self.drift_hold_until[s] = np.where(busy, ts + self.drift_holdoff_ms,
-                                                self.drift_hold_until[s])
-            hold = ts <= self.drift_hold_until[s]
-            off_baseline = np.abs(batch.value[rows] - self.drift.baseline[s])
-            x[:, drift_col] = np.where((off_baseline >= t.deadband[s]) & ~hold,
-                                       x[:, drift_col], 0.0)
+        held: list[npt.NDArray[np.intp]] = []
+        for r, _ in fresh_rounds(batch, self.last_ts):
+            rows, s, ts, v = r.rows, r.sensors, r.ts, r.value
+            x = x_all[:, rows]  # a view for a slice of rows: rounds never share rows
+            busy = self.limits.bank.any_active(s) | self.bank.point_active(_TREND, s)
+            hold_until = np.where(busy, ts + self.drift_holdoff_ms, self.drift_hold_until[s])
+            self.drift_hold_until[s] = hold_until
+            hold = ts <= hold_until
+            off_baseline = np.abs(v - self.drift.baseline[s])
+            x[_DRIFT] = np.where((off_baseline >= t.deadband[s]) & ~hold, x[_DRIFT], 0.0)
             if hold.any():
-                held.append(s[hold])
-            z = np.nan_to_num(x[:, spike_col], nan=0.0)
-            x[:, spike_col] = np.where(z < 0.5 * self.spike_z, self.prev_spike_z[s], 0.0)
+                held.append(at(s, np.flatnonzero(hold)))
+            z = np.nan_to_num(x[_SPIKE], nan=0.0)
+            x[_SPIKE] = np.where(z < 0.5 * self.spike_z, self.prev_spike_z[s], 0.0)
             self.prev_spike_z[s] = z
-            r, p, raised = self.bank.step(s, ts, x)
-            if not len(r):
+            pos, p, raised = self.bank.step(s, ts, x)
+            if not len(pos):
                 continue
-            sr, rr = s[r], rows[r]
-            value = batch.value[rr]
+            order, sr = in_sensor_order(s, pos)
+            if order is not None:
+                pos, p, raised = pos[order], p[order], raised[order]
+            rr = at(rows, pos)
             setpoint = self.bank.setpoints(sr, p, raised)
-            score = x[r, p]
-            score[p == _RATE] = scores["rate"][rr][p == _RATE]  # signed, units/min
+            score = x[p, pos]
+            rate = p == _RATE
+            score[rate] = scores["rate"][rr][rate]  # signed, units/min
             trend = p == _TREND
             if trend.any():
                 # The limit being approached: the next one from the trend's own
@@ -264,7 +267,7 @@ class DetectorSuite:
                 above = np.where(level < t.h[sr], t.h[sr], t.hh[sr])
                 below = np.where(level > t.l[sr], t.l[sr], t.ll[sr])
                 setpoint[trend] = np.where(up, above, below)[trend]
-            parts.append(Transitions(sr, ts[r], value, _CODE[p], raised, setpoint, score))
+            parts.append(Transitions(sr, ts[pos], v[pos], _CODE[p], raised, setpoint, score))
         if held:
             self.drift.rebaseline(np.unique(np.concatenate(held)))
         if len(self.groups):
@@ -284,7 +287,7 @@ class DetectorSuite:
         m = len(self.table)
         sensors = np.arange(m, dtype=np.int32)
         r, p, raised = self.nodata_bank.step(
-            sensors, np.full(m, now_ms, np.int64), silent_s[:, None]
+            slice(0, m), np.full(m, now_ms, np.int64), silent_s
         )
         self.transitions = Transitions(
             sensors[r], np.full(len(r), now_ms, np.int64), np.full(len(r), np.nan),

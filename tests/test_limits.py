@@ -216,3 +216,31 @@ def test_rounds_group_each_sensor_once() -> None:
     order, bounds = order_by_sensor_time(sensor, ts)
     rounds = [order[bounds[k]:bounds[k + 1]].tolist() for k in range(len(bounds) - 1)]
     assert rounds == [[4, 2], [1, 3], [0]]
+
+
+def test_changes_of_one_round_are_reported_in_sensor_order() -> None:
+    """A gateway may list its sensors in any order; the changes decided at one
+    reading time come out by sensor, as they do when the readings come one by one."""
+    with_h = [i for i in range(M) if not math.isnan(TABLE.h[i]) and TABLE.on_delay_ms[i] == 0]
+    a, b = with_h[0], with_h[-1]
+    assert a < b
+    stream = []
+    for k, ts in enumerate((1000, 2000, 3000)):
+        # snapshots listing b before a: the batch is laid out as blocks of [b, a]
+        above = k > 0
+        stream += [(b, ts, float(TABLE.h[b]) + (1.0 if above else -5.0)),
+                   (a, ts, float(TABLE.h[a]) + (1.0 if above else -5.0))]
+    det = LimitDetector(TABLE)
+    det.update(as_batch(stream))
+    tr = det.transitions
+    assert len(tr) >= 2, "both sensors cross their h limit"
+    one_by_one = LimitDetector(TABLE)
+    expected: list[Change] = []
+    for reading in stream:
+        expected += changes(one_by_one, as_batch([reading]))
+    got = list(zip(tr.sensor.tolist(), tr.ts.tolist(), tr.condition.tolist(),
+                   tr.active.tolist(), strict=True))
+    # by time, then by sensor; one sensor's changes keep their order (stable sort)
+    assert got == sorted(expected, key=lambda c: (c[1], c[0]))
+    at_2000 = tr.sensor[tr.ts == 2000].tolist()
+    assert at_2000[0] == a and b in at_2000  # a first, though b was listed first
