@@ -14,8 +14,13 @@ Measured in one run, on servers this script starts on loopback ports:
 Method for (a) and (c): the messages are queued in Mosquitto for the
 subscriber's persistent session *before* it connects, so the figure is the
 subscriber's own drain rate, not the publisher's speed. The rate is taken
-between the first and the last stored reading. CPU is the service process's
-user+system time over the drain; RSS its peak (VmHWM).
+between the first received and the last stored reading, read from the
+service's counters on the metrics port it serves from a thread of its own
+(``api.metrics_port``): the API's ``/metrics`` shares the event loop with
+the flushes, and in a backlog drain first answered after 400,000–600,000
+readings had been taken (60,000–80,000 with ``--sensors 0``), so a clock
+started on it ran late. CPU is the
+service process's user+system time over the drain; RSS its peak (VmHWM).
 
 The plant: every reading passes through the whole detector suite, whose
 cost is per *round* (one reading of each sensor, vectorized across sensors).
@@ -227,6 +232,7 @@ def plantwatch_end_to_end(mosq: Mosquitto, influx: InfluxD, workdir: Path, label
         "PLANTWATCH_INFLUXDB__URL": influx.url,
         "PLANTWATCH_INFLUXDB__DATABASE": db,
         "PLANTWATCH_API__PORT": str(free_port()),
+        "PLANTWATCH_API__METRICS_PORT": str(free_port()),
     }
     create_session(mosq.url, client_id, "plant/#")
     base = int(time.time() * 1000) - 86_400_000
@@ -235,7 +241,7 @@ def plantwatch_end_to_end(mosq: Mosquitto, influx: InfluxD, workdir: Path, label
     log = open(workdir / f"{label}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "plantwatch", "run"], env=env, cwd=ROOT,
                             stdout=log, stderr=subprocess.STDOUT)
-    metrics_url = f"http://127.0.0.1:{env['PLANTWATCH_API__PORT']}/metrics"
+    metrics_url = f"http://127.0.0.1:{env['PLANTWATCH_API__METRICS_PORT']}/metrics"
     poll = httpx.Client(timeout=10)
     try:
         # Timing from the service's own counters (an InfluxQL count over
@@ -247,10 +253,15 @@ def plantwatch_end_to_end(mosq: Mosquitto, influx: InfluxD, workdir: Path, label
         # connection per poll, this script and the /metrics handler took ~40 %
         # of a core from the processes being measured.
         deadline = time.monotonic() + 120
-        while _counter(poll, metrics_url, "plantwatch_readings_received_total") == 0:
+        answered = False  # the clock may start only once a poll saw nothing received
+        while (received := _counter(poll, metrics_url, "plantwatch_readings_received_total",
+                                    missing=-1)) <= 0:
+            answered = answered or received == 0
             assert proc.poll() is None, "service exited; see " + log.name
             assert time.monotonic() < deadline, "nothing received in 120 s"
             time.sleep(0.01)
+        assert answered, (f"{received:,} readings were received before the metrics port "
+                          "first answered: the clock would start late")
         others = {"influxd": influx.pid, "mosquitto": mosq.pid}
         others0 = {k: proc_cpu_s(pid) for k, pid in others.items()}
         t0, cpu0 = time.perf_counter(), proc_cpu_s(proc.pid)
@@ -275,11 +286,12 @@ def plantwatch_end_to_end(mosq: Mosquitto, influx: InfluxD, workdir: Path, label
             **{f"{k}_cpu_pct": 100 * (others1[k] - others0[k]) / (t1 - t0) for k in others}}
 
 
-def _counter(client: httpx.Client, metrics_url: str, name: str) -> int:
+def _counter(client: httpx.Client, metrics_url: str, name: str, missing: int = 0) -> int:
+    """The counter's value; ``missing`` while the metrics port does not answer."""
     try:
         text = client.get(metrics_url).text
     except httpx.HTTPError:
-        return 0
+        return missing
     for line in text.splitlines():
         if line.startswith(name + " "):
             return int(float(line.split()[1]))

@@ -17,8 +17,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from alarms.hazards import HazardJournal
 from alarms.journal import AlarmJournal
@@ -251,6 +253,22 @@ class Service:
     def stop(self) -> None:
         self._stop.set()
 
+    def _start_metrics_thread(self) -> WSGIServer | None:
+        """Serve /metrics on ``api.metrics_port`` from a thread, if it is set."""
+        port = self.settings.api.metrics_port
+        if port is None:
+            return None
+        try:
+            server, _ = start_http_server(port, addr=self.settings.api.host,
+                                          registry=self.metrics.registry)
+        except OSError as exc:
+            raise OSError(
+                f"cannot serve metrics on {self.settings.api.host}:{port} ({exc.strerror}); "
+                "choose another port with PLANTWATCH_API__METRICS_PORT, or unset it"
+            ) from exc
+        log.info("metrics also on http://%s:%d/metrics", self.settings.api.host, port)
+        return server
+
     async def _try_start_store(self) -> bool:
         try:
             await asyncio.wait_for(self.store.start(), 15)
@@ -277,7 +295,9 @@ class Service:
             timeout_graceful_shutdown=2,
         )
         server = _ApiServer(config)
+        metrics_server = None
         try:
+            metrics_server = self._start_metrics_thread()
             async with contextlib.AsyncExitStack() as exits, self.source, \
                     asyncio.TaskGroup() as tg:
                 store_start = None
@@ -318,6 +338,9 @@ class Service:
                                         retain=death.retain)
                     await asyncio.sleep(0.2)
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             await self.store.close()
             self.spool.close()
             if self._api_socket is not None:

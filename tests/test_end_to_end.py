@@ -35,8 +35,9 @@ pytestmark = pytest.mark.servers
 
 @contextlib.asynccontextmanager
 async def running_service(settings_kwargs: dict[str, Any]) -> AsyncIterator[Service]:
-    settings = load_settings(plant=PLANT_FILE, api={"host": "127.0.0.1", "port": 0},
-                             **settings_kwargs)
+    settings_kwargs = {**settings_kwargs,
+                       "api": {"host": "127.0.0.1", "port": 0, **settings_kwargs.get("api", {})}}
+    settings = load_settings(plant=PLANT_FILE, **settings_kwargs)
     service = Service(settings, PLANT)
     task = asyncio.create_task(service.run())
     ready = asyncio.create_task(service.ready.wait())
@@ -278,3 +279,30 @@ async def test_bad_input_through_the_real_broker(mosquitto: Any, influxdb: Any,
     finally:
         sub.disconnect()
         sub.loop_stop()
+
+
+async def test_metrics_port_answers_while_the_event_loop_is_busy(tmp_path: Path) -> None:
+    """``api.metrics_port`` serves /metrics from a thread: it answers while the
+    event loop is held (as a flush of a large backlog holds it), where the
+    API's own /metrics, served on the loop, cannot."""
+    embedded = EmbeddedBroker(free_port()).start()
+    metrics_port = free_port()
+    try:
+        async with running_service({
+            "store": "sqlite", "state_dir": tmp_path / "state",
+            "mqtt": {"url": embedded.url, "client_id": "pw-metrics-port", "protocol": "3.1.1"},
+            "sqlite": {"path": tmp_path / "state" / "pw.sqlite3"},
+            "api": {"metrics_port": metrics_port},
+        }) as service:
+            # Synchronous requests from the loop's own thread: the loop is held
+            # until they return.
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            text = httpx.get(url, timeout=5).text  # noqa: ASYNC210 - holding the loop is the point
+            assert "plantwatch_readings_received_total" in text
+            with pytest.raises(httpx.TimeoutException):
+                httpx.get(f"http://127.0.0.1:{service.api_port}/metrics",  # noqa: ASYNC210
+                          timeout=1)
+    finally:
+        embedded.stop()
+    with pytest.raises(httpx.ConnectError):  # stopped with the service
+        httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1)  # noqa: ASYNC210
