@@ -14,6 +14,7 @@ its reason) and counted; they never stop the loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -180,6 +181,14 @@ class Pipeline:
                 or time.monotonic() >= self._first_pending_at + cfg.flush_interval_s
             ):
                 await self.flush()
+                # Let the store writers run between flushes. With a backlog in
+                # the broker neither receive nor flush has to wait, so this task
+                # kept the loop to itself and the writes (and so the acks) waited
+                # for the whole backlog to be decoded: in the 10,000-sensor
+                # benchmark 1.5 M readings were taken in 3.1 s and the first
+                # stored at 5.6 s; with this, at 3.6 s (the drain rate itself
+                # did not change measurably).
+                await asyncio.sleep(0)
             if time.monotonic() >= self._next_tick:
                 self._next_tick = time.monotonic() + cfg.tick_interval_s
                 self.tick()
