@@ -214,7 +214,7 @@ class ConditionBank:
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
         """Advance the points of ``sensors`` (each at most once) by one input each.
 
-        ``sensors`` is an index array, or a slice when the round is a
+        ``sensors`` is an index array, or a slice (step 1) when the round is a
         contiguous block of sensors (a gateway's message, or the whole plant:
         then nothing is gathered). ``x`` is (n,), one input for all of a
         sensor's points, or (k, n), one row per point. Returns
@@ -230,7 +230,7 @@ class ConditionBank:
         if not hot.any():
             return _NONE
         h = np.flatnonzero(hot)
-        sh = h + sensors.start if isinstance(sensors, slice) else sensors[h]
+        sh = h + (sensors.start or 0) if isinstance(sensors, slice) else sensors[h]
         xs_h = xs[:, h]
         act = self._active[:, sh]
         since = self._since[:, sh]

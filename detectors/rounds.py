@@ -26,6 +26,7 @@ __all__ = [
     "RoundDetector",
     "at",
     "fresh_rounds",
+    "in_sensor_order",
     "order_by_sensor_time",
     "sensor_rounds",
 ]
