@@ -387,3 +387,33 @@ async def test_a_lost_broker_connection_makes_sparkplug_nodes_stale_until_reborn
             rig.source.feed(m.topic, m.payload)
         await until(lambda: _stored(rig) == 6, 5)
         assert not {"LEL-1", "LEL-2"} & host.stale_sensors()
+
+
+async def test_bites_hold_about_ten_thousand_readings(tmp_path) -> None:
+    """The pipeline takes ~10,000 readings per turn of the loop, in messages of
+    whatever size the gateways send: big messages, small bites."""
+    rig = Rig(tmp_path)
+    asked: list[int] = []
+    receive = rig.source.receive
+
+    async def recording_receive(max_messages: int = 10_000, timeout_s: float | None = None):
+        asked.append(max_messages)
+        return await receive(max_messages, timeout_s)
+
+    rig.source.receive = recording_receive  # type: ignore[method-assign]
+    per_message = 20 * len(TABLE)  # 100 readings: 20 times of each sensor
+    async with rig.running():
+        for i in range(150):
+            rig.source.feed("plant/s1/gw", {"readings": [
+                {"sensor": s, "value": 1.0, "ts": NOW + 20 * i + k}
+                for k in range(20) for s in TABLE.ids]})
+        await until(lambda: len(rig.source.acked) == 150, timeout_s=20)
+        big = len(asked)
+        mids = [rig.source.feed("plant/s1/gw", gateway(NOW + 10_000 + i, LEL_1=1.0))
+                for i in range(5)]
+        await until(lambda: set(mids) <= set(rig.source.acked))
+        assert await rig.store.count_readings() == 150 * per_message + 5
+    assert per_message == 100
+    assert asked[0] == 1000  # nothing known yet
+    assert 10_000 // per_message in asked[1:big]
+    assert asked[-1] == 1000  # one reading a message: bites of 1,000 again
