@@ -24,7 +24,7 @@ from plantwatch.backtest_view import backtest_table
 from plantwatch.cli_options import SettingsOption, StateDirOption, settings_with_state_dir
 from plantwatch.config import ConfigError, PlantConfig, load_plant
 from plantwatch.mspc_cli import mspc_app
-from plantwatch.mspc_models import load_group_models, load_mspc_config
+from plantwatch.mspc_models import MspcGroups, load_group_models, load_mspc_config
 from plantwatch.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -79,20 +79,23 @@ def _load_alarm_config_or_exit(settings: Settings, plant: PlantConfig) -> AlarmC
         raise typer.Exit(2) from exc
 
 
-def _check_mspc_or_exit(settings: Settings, plant: PlantConfig) -> None:
-    """Fail at start, with the file and the fix, on a bad MSPC config or model."""
+def _load_mspc_or_exit(settings: Settings, plant: PlantConfig) -> MspcGroups:
+    """The fitted MSPC groups; fail at start, with the file and the fix, on a
+    bad MSPC config or model."""
     try:
-        load_group_models(load_mspc_config(settings.mspc_file(), plant), settings.state_dir)
+        return load_group_models(load_mspc_config(settings.mspc_file(), plant),
+                                 settings.state_dir)
     except (ConfigError, ValueError) as exc:
         console.print(f"[red]invalid MSPC config or model[/red]\n{exc}")
         raise typer.Exit(2) from exc
 
 
 async def _serve(settings: Settings, plant: PlantConfig, on_ready: object = None,
-                 alarm_config: AlarmConfig | None = None) -> None:
+                 alarm_config: AlarmConfig | None = None, mspc: MspcGroups | None = None
+                 ) -> None:  # fmt: skip
     from plantwatch.service import Service
 
-    service = Service(settings, plant, alarm_config)
+    service = Service(settings, plant, alarm_config, mspc)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop)
@@ -125,8 +128,8 @@ def run(
     settings = load_settings(settings_file, **overrides)
     plant_config = _load_plant_or_exit(settings.plant)
     alarm_config = _load_alarm_config_or_exit(settings, plant_config)
-    _check_mspc_or_exit(settings, plant_config)
-    asyncio.run(_serve(settings, plant_config, alarm_config=alarm_config))
+    mspc = _load_mspc_or_exit(settings, plant_config)
+    asyncio.run(_serve(settings, plant_config, alarm_config=alarm_config, mspc=mspc))
 
 
 @app.command()
@@ -172,6 +175,7 @@ def demo(
         api={"host": "127.0.0.1", "port": port},
     )
     alarm_config = _load_alarm_config_or_exit(settings, plant_config)
+    mspc = _load_mspc_or_exit(settings, plant_config)
     demo_token = _token_store(settings).create("demo", "admin", int(time.time() * 1000))
     stop = threading.Event()
 
@@ -205,7 +209,7 @@ def demo(
         threading.Thread(target=simulate, name="simulator", daemon=True).start()
 
     try:
-        asyncio.run(_serve(settings, plant_config, announce, alarm_config))
+        asyncio.run(_serve(settings, plant_config, announce, alarm_config, mspc))
     finally:
         stop.set()
         broker.stop()

@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -22,6 +21,7 @@ from plantwatch.mspc_models import (
     fit_group,
     load_mspc_config,
     model_path,
+    model_size,
     save_group_model,
 )
 from plantwatch.settings import Settings
@@ -107,11 +107,9 @@ def list_groups(settings_file: SettingsOption = None, state_dir: StateDirOption 
     _, config = _config_or_exit(settings)
     out = Table("group", "sensors", "model")
     for g in config.groups:
-        path = model_path(settings.state_dir, g.id)
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as data:
-                fitted = f"{int(data['n_samples_'])} rows, {int(data['n_components_'])} comp."
-            status = f"fitted ({fitted})"
+        size = model_size(model_path(settings.state_dir, g.id))
+        if size is not None:
+            status = f"fitted ({size[0]} rows, {size[1]} comp.)"
         else:
             status = "not fitted: plantwatch mspc fit " + g.id + " --start ... --end ..."
         out.add_row(g.id, ", ".join(g.sensors), status)

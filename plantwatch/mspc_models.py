@@ -29,10 +29,12 @@ from plantwatch.config import ConfigError, PlantConfig, key_path, read_yaml
 __all__ = [
     "GroupConfig",
     "MspcConfig",
+    "MspcGroups",
     "fit_group",
     "load_group_models",
     "load_mspc_config",
     "model_path",
+    "model_size",
     "save_group_model",
 ]
 
@@ -141,7 +143,19 @@ def save_group_model(path: Path, group: GroupConfig, monitor: PcaMonitor,
     tmp.replace(path)
 
 
-def load_group_models(config: MspcConfig, state_dir: Path) -> tuple[list[GroupModel], list[str]]:
+MspcGroups = tuple[list[GroupModel], list[str]]
+"""The fitted groups, and the ids of the configured groups that have no model."""
+
+
+def model_size(path: Path) -> tuple[int, int] | None:
+    """``(rows, components)`` the saved model at ``path`` was fitted with; None: no model."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return int(data["n_samples_"]), int(data["n_components_"])
+
+
+def load_group_models(config: MspcConfig, state_dir: Path) -> MspcGroups:
     """The configured groups that have a model, and the ids of those that have none.
 
     A model fitted on other sensors than the group now lists raises

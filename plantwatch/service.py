@@ -45,7 +45,12 @@ from ingest.store import ReadingStore
 from ingest.writer import StoreWriter
 from plantwatch.alarm_config import AlarmConfig, load_alarm_config
 from plantwatch.config import PlantConfig, load_plant
-from plantwatch.mspc_models import load_group_models, load_mspc_config, model_path
+from plantwatch.mspc_models import (
+    MspcGroups,
+    load_group_models,
+    load_mspc_config,
+    model_path,
+)
 from plantwatch.notify import AlarmNotifier, webhook_targets
 from plantwatch.settings import Settings
 from plantwatch.webhooks import WebhookNotifier
@@ -87,7 +92,8 @@ class Service:
     """plantwatch as one running service."""
 
     def __init__(self, settings: Settings, plant: PlantConfig | None = None,
-                 alarm_config: AlarmConfig | None = None) -> None:
+                 alarm_config: AlarmConfig | None = None, mspc: MspcGroups | None = None
+                 ) -> None:  # fmt: skip
         self.settings = settings
         self.plant = plant or load_plant(settings.plant)
         self.alarm_config = alarm_config or load_alarm_config(settings.alarms_file(), self.plant)
@@ -99,8 +105,8 @@ class Service:
         self.store = make_store(settings, self.table)
         self.spool = Spool(state_dir / "spool.bin")
         self.checkpoint = CheckpointFile(state_dir / "detectors.npz")
-        self.mspc_config = load_mspc_config(settings.mspc_file(), self.plant)
-        groups, unfitted = load_group_models(self.mspc_config, state_dir)
+        groups, unfitted = mspc if mspc is not None else load_group_models(
+            load_mspc_config(settings.mspc_file(), self.plant), state_dir)
         for group_id in unfitted:
             log.warning("MSPC group %s has no fitted model in %s and is not monitored; fit it "
                         "on a period of normal operation: plantwatch mspc fit %s --start ... "
