@@ -16,7 +16,11 @@ the cost of one elementwise NumPy pass over the sensors (measured in the same
 run), how many passes the suite's round is worth, and how many the targets
 leave room for.
 
-Usage: ``python benchmarks/detector_throughput.py [--quick]``
+The suite runs with freed memory kept, as every ``plantwatch`` command runs
+it (:mod:`plantwatch.allocator`); ``--default-malloc`` measures glibc's
+defaults instead, under which batch temporaries fault their pages in anew.
+
+Usage: ``python benchmarks/detector_throughput.py [--quick] [--default-malloc]``
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from detectors.batch import ReadingBatch  # noqa: E402
 from detectors.sensor_table import SensorTable  # noqa: E402
 from detectors.suite import DetectorSuite  # noqa: E402
+from plantwatch.allocator import keep_freed_memory  # noqa: E402
 from plantwatch.config import parse_plant  # noqa: E402
 
 KINDS = (
@@ -148,7 +153,12 @@ def reference_rate(n_readings: int = 3000) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter timings, no 100k sensors")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc as it starts (plantwatch's CLI tunes it)")
     args = ap.parse_args()
+    kept = False if args.default_malloc else keep_freed_memory()
+    print("allocator: " + ("freed memory kept, as the plantwatch CLI runs (plantwatch.allocator)"
+                           if kept else "glibc's defaults (batch temporaries fault in anew)"))
     min_s = 0.5 if args.quick else 2.0
     sizes = (100, 10_000) if args.quick else (100, 10_000, 100_000)
     ref = reference_rate()

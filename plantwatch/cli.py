@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from api.auth import Role, TokenStore
 from plantwatch import evaluate_nab, evaluate_tabular
 from plantwatch.alarm_config import AlarmConfig, load_alarm_config
+from plantwatch.allocator import keep_freed_memory
 from plantwatch.backtest_view import backtest_table
 from plantwatch.cli_options import SettingsOption, StateDirOption, settings_with_state_dir
 from plantwatch.config import ConfigError, PlantConfig, load_plant
@@ -53,6 +54,14 @@ token_app = typer.Typer(
 app.add_typer(token_app, name="token")
 app.add_typer(mspc_app, name="mspc")
 
+
+
+@app.callback()
+def _every_command() -> None:
+    """Before any command: the detectors' batch temporaries reuse freed memory
+    instead of faulting it in again (plantwatch.allocator: 15–40 % of the
+    suite's time at 10,000 sensors)."""
+    keep_freed_memory()
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
