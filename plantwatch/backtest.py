@@ -16,6 +16,11 @@ scenario's ground truth is scored:
 * ``detected``: any alarm, warning or sensor fault on its sensors in the
   incident's time.
 
+Fitted MSPC groups (``groups``, as the service loads them from its state
+directory) are monitored as in the service: a group's ``mspc`` warning is
+raised on the sensor contributing most, and scored like any other warning on
+that sensor.
+
 Everything else raised is false: an alarm or warning on a sensor no incident
 involves, or before its incident started, or more than ``settle_s`` after it
 ended. For the steady day that gives false alarms per sensor-day.
@@ -33,6 +38,7 @@ from alarms.events import CATEGORY_OF
 from alarms.from_detections import events_from_transitions
 from detectors.batch import BatchBuilder
 from detectors.decide import Transitions
+from detectors.groups import GroupModel
 from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
 from ingest.decode_json import DecodeLimits, decode_gateway_json_into
@@ -40,8 +46,8 @@ from ingest.decode_lp import decode_line_protocol_into
 from plantwatch.alarm_config import AlarmConfig
 from plantwatch.config import PlantConfig
 
-__all__ = ["BacktestReport", "IncidentResult", "IncidentTruthLike", "RaisedAlarm",
-           "run_backtest"]
+__all__ = ["BacktestReport", "Decode", "IncidentResult", "IncidentTruthLike", "RaisedAlarm",
+           "gateway_decoder", "run_backtest"]
 
 _SETTLE_S = 1800.0
 
@@ -103,6 +109,7 @@ class BacktestReport:
     rejected: int = 0
     events: list[RaisedAlarm] = field(default_factory=list)
     false_events: list[RaisedAlarm] = field(default_factory=list)
+    mspc_groups: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The issue's ``--json`` shape (plus a few counts that help reading it)."""
@@ -117,13 +124,15 @@ class BacktestReport:
             "faults": self.faults,
             "readings": self.readings,
             "rejected": self.rejected,
+            "mspc_groups": self.mspc_groups,
         }
 
 
 Decode = Callable[[str, bytes, int, BatchBuilder], int]
 
 
-def _decoder(table: SensorTable, limits: DecodeLimits) -> Decode:
+def gateway_decoder(table: SensorTable, limits: DecodeLimits) -> Decode:
+    """JSON gateway messages, or line protocol on topics ending in ``/lp``."""
     def decode(topic: str, payload: bytes, now_ms: int, out: BatchBuilder) -> int:
         if topic.endswith("/lp"):
             rejected = decode_line_protocol_into(payload, table.index, now_ms, limits, out)
@@ -147,17 +156,19 @@ def run_backtest(
     settle_s: float = _SETTLE_S,
     decode: Decode | None = None,
     on_progress: Callable[[int], None] | None = None,
+    groups: Sequence[GroupModel] = (),
 ) -> BacktestReport:
     """Run ``messages`` (topic, payload, publish time in ms) and score ``truths``.
 
     ``decode`` turns one message into readings (default: JSON gateway and
     line protocol by topic; a Sparkplug B host is passed in for that format).
+    ``groups`` are the fitted MSPC groups to monitor.
     """
     table = SensorTable.from_config(plant)
-    suite = DetectorSuite(table)
+    suite = DetectorSuite(table, groups=groups)
     manager = alarm_config.manager(plant)
     limits = DecodeLimits()  # as the service judges readings
-    decode = decode or _decoder(table, limits)
+    decode = decode or gateway_decoder(table, limits)
     builder = BatchBuilder()
     events: list[RaisedAlarm] = []
     readings = rejected = 0
@@ -213,6 +224,7 @@ def run_backtest(
         rejected=rejected,
         events=events,
         false_events=false_events,
+        mspc_groups=[g.id for g in groups],
     )
 
 

@@ -25,7 +25,7 @@ from plantwatch.backtest_view import backtest_table
 from plantwatch.cli_options import SettingsOption, StateDirOption, settings_with_state_dir
 from plantwatch.config import ConfigError, PlantConfig, load_plant
 from plantwatch.mspc_cli import mspc_app
-from plantwatch.mspc_models import MspcGroups, load_group_models, load_mspc_config
+from plantwatch.mspc_models import MspcConfig, MspcGroups, load_group_models, load_mspc_config
 from plantwatch.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -88,14 +88,22 @@ def _load_alarm_config_or_exit(settings: Settings, plant: PlantConfig) -> AlarmC
         raise typer.Exit(2) from exc
 
 
+def _load_mspc_config_or_exit(settings: Settings, plant: PlantConfig) -> MspcConfig:
+    try:
+        return load_mspc_config(settings.mspc_file(), plant)
+    except ConfigError as exc:
+        console.print(f"[red]invalid MSPC config[/red]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
 def _load_mspc_or_exit(settings: Settings, plant: PlantConfig) -> MspcGroups:
     """The fitted MSPC groups; fail at start, with the file and the fix, on a
     bad MSPC config or model."""
+    config = _load_mspc_config_or_exit(settings, plant)
     try:
-        return load_group_models(load_mspc_config(settings.mspc_file(), plant),
-                                 settings.state_dir)
-    except (ConfigError, ValueError) as exc:
-        console.print(f"[red]invalid MSPC config or model[/red]\n{exc}")
+        return load_group_models(config, settings.state_dir)
+    except ValueError as exc:
+        console.print(f"[red]invalid MSPC model[/red]\n{exc}")
         raise typer.Exit(2) from exc
 
 
@@ -307,16 +315,36 @@ def backtest(
         typer.Option(help="move the scenario's start (epoch ms), e.g. to the start a replay "
                      "printed: the daily swing and noise follow the clock"),
     ] = None,
+    state_dir: StateDirOption = None,
+    fit_mspc: Annotated[
+        float | None,
+        typer.Option(help="fit every MSPC group on the scenario's first SECONDS (normal "
+                      "operation, ending by its first incident) instead of using the models "
+                      "in the state directory", metavar="SECONDS"),
+    ] = None,
 ) -> None:
-    """Run a scenario through decoding, detectors and alarms in-process; score it."""
+    """Run a scenario through decoding, detectors and alarms in-process; score it.
+
+    MSPC groups are monitored as the service would: those with a model in the
+    state directory (``plantwatch mspc fit``), or all of them fitted on the
+    scenario's own lead-in with ``--fit-mspc``.
+    """
     from plantwatch.backtest import run_backtest
     from plantwatch.scenario_io import scenario_feed
 
     plant_config = _load_plant_or_exit(config)
-    settings = load_settings(plant=config, alarms=alarms)
+    settings = load_settings(plant=config, alarms=alarms,
+                             **({"state_dir": state_dir} if state_dir is not None else {}))
     alarm_config = _load_alarm_config_or_exit(settings, plant_config)
     sc = _load_scenario_or_exit(scenario, plant_config)
     feed = scenario_feed(sc, plant_config, fmt, start_ms=start)
+    if fit_mspc is None:
+        groups, unfitted = _load_mspc_or_exit(settings, plant_config)
+        source = f"models in {settings.state_dir / 'mspc'}"
+    else:
+        groups, unfitted = _fit_mspc_on_lead_in_or_exit(settings, plant_config, sc, fmt, start,
+                                                        fit_mspc)
+        source = f"fitted on the scenario's first {fit_mspc:g} s"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
                   console=console, transient=True, disable=as_json) as progress:
@@ -324,11 +352,44 @@ def backtest(
         report = run_backtest(
             sc.name, plant_config, alarm_config, feed.messages, feed.truths,
             start_ms=feed.start_ms, duration_s=sc.duration_s, decode=feed.decode,
-            on_progress=lambda done: progress.update(task, completed=done))
+            on_progress=lambda done: progress.update(task, completed=done), groups=groups)
     if as_json:
         typer.echo(orjson.dumps(report.to_dict()).decode())
         return
     Console().print(backtest_table(report))
+    if groups or unfitted:
+        Console().print(f"MSPC groups monitored ({source}): "
+                        f"{', '.join(g.id for g in groups) or 'none'}"
+                        + (f"; without a model: {', '.join(unfitted)}" if unfitted else ""))
+
+
+def _fit_mspc_on_lead_in_or_exit(settings: Settings, plant: PlantConfig, sc: Any, fmt: Format,
+                                 start: int | None, seconds: float) -> MspcGroups:
+    """Every configured group fitted on the scenario's lead-in, or exit naming the problem."""
+    from detectors.sensor_table import SensorTable
+    from plantwatch.backtest_mspc import fit_groups_on_lead_in
+    from plantwatch.scenario_io import scenario_feed
+
+    config = _load_mspc_config_or_exit(settings, plant)
+    if not config.groups:
+        console.print("[red]--fit-mspc: no MSPC groups configured[/red]: add them to "
+                      f"{settings.mspc_file() or settings.plant.parent / 'mspc.yaml'}")
+        raise typer.Exit(2)
+    feed = scenario_feed(sc, plant, fmt, start_ms=start)
+    first = min(feed.truths, key=lambda t: t.start_s, default=None)
+    if not seconds > 0 or (first is not None and seconds > first.start_s):
+        ends = (f"by the first incident ({first.id} at {first.start_s:g} s)"
+                if first is not None else "within the scenario")
+        console.print(f"[red]--fit-mspc {seconds:g}[/red]: the lead-in is the normal "
+                      f"operation the groups are fitted on; it must be > 0 s and end {ends}")
+        raise typer.Exit(2)
+    try:
+        models = fit_groups_on_lead_in(SensorTable.from_config(plant), config, feed.messages,
+                                       feed.start_ms, seconds, feed.decode)
+    except ValueError as exc:
+        console.print(f"[red]--fit-mspc {seconds:g}[/red]: {exc}")
+        raise typer.Exit(2) from exc
+    return models, []
 
 
 @app.command()

@@ -5,11 +5,18 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+import orjson
 import pytest
+from typer.testing import CliRunner
 
+from detectors.groups import GroupModel
+from detectors.sensor_table import SensorTable
 from plantwatch.alarm_config import load_alarm_config
 from plantwatch.backtest import BacktestReport, run_backtest
+from plantwatch.backtest_mspc import fit_groups_on_lead_in
+from plantwatch.cli import app
 from plantwatch.config import load_plant
+from plantwatch.mspc_models import load_mspc_config, model_path, save_group_model
 from plantwatch.scenario_io import Format, scenario_feed
 from simulators.scenario import load_scenario
 
@@ -99,3 +106,55 @@ def test_each_incident_is_detected_over_sparkplug_b_too(path: Path) -> None:
     report = backtest(path, "sparkplug")
     assert report.incidents and all(i.detected for i in report.incidents), report.incidents
     assert (report.false_alarms, report.false_warnings, report.rejected) == (0, 0, 0)
+
+
+# -- MSPC groups in the backtest ------------------------------------------------
+
+RUNAWAY = ROOT / "config" / "scenarios" / "reactor-runaway.yaml"
+MSPC = load_mspc_config(ROOT / "config" / "mspc.yaml", PLANT)
+
+
+def _lead_in_groups(path: Path, seconds: float) -> list[GroupModel]:
+    feed = scenario_feed(load_scenario(path, PLANT), PLANT)
+    return fit_groups_on_lead_in(SensorTable.from_config(PLANT), MSPC, feed.messages,
+                                 feed.start_ms, seconds, feed.decode)
+
+
+def test_mspc_fitted_on_the_lead_in_warns_of_the_runaway_before_the_trend() -> None:
+    # The bed heats at ~1.5 °C/min at first: well inside every limit, and too
+    # slow for the trend to project a crossing within its horizon for minutes.
+    # Against the group's own normal spread it is out of control much sooner.
+    groups = _lead_in_groups(RUNAWAY, 110)
+    assert [g.id for g in groups] == [g.id for g in MSPC.groups]
+    sc = load_scenario(RUNAWAY, PLANT)
+    feed = scenario_feed(sc, PLANT)
+    report = run_backtest(sc.name, PLANT, ALARMS, feed.messages, feed.truths,
+                          start_ms=feed.start_ms, duration_s=sc.duration_s, groups=groups)
+    raises = [e for e in report.events if e.alarm_id.endswith(":mspc") and e.action == "raise"]
+    assert raises, "no MSPC warning in a runaway"
+    first = raises[0]
+    assert first.alarm_id.startswith(("RX-TI-10", "RX-PI-10")), first  # a reactor sensor
+    [with_mspc], [without] = report.incidents, backtest(RUNAWAY).incidents
+    assert with_mspc.first_warning_s == first.t_s > 120  # after the quench was lost
+    assert without.first_warning_s is not None and first.t_s < without.first_warning_s
+    assert report.false_warnings == 0 and report.false_alarms == 0
+    assert report.to_dict()["mspc_groups"] == ["rx-r101", "rx-cooling", "cp-k201"]
+
+
+def test_backtest_fit_mspc_must_end_by_the_first_incident() -> None:
+    result = CliRunner().invoke(app, ["backtest", str(RUNAWAY), "--fit-mspc", "200"])
+    assert result.exit_code == 2
+    assert "r101-runaway at 120 s" in " ".join(result.output.split())
+
+
+def test_backtest_monitors_the_groups_fitted_in_the_state_directory(tmp_path: Path) -> None:
+    [model] = [g for g in _lead_in_groups(RUNAWAY, 110) if g.id == "rx-r101"]
+    save_group_model(model_path(tmp_path, "rx-r101"), MSPC.group("rx-r101"), model.monitor,
+                     model.fitted)
+    result = CliRunner().invoke(app, ["backtest", str(RUNAWAY), "--json",
+                                      "--state-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.output.splitlines()[-1])
+    assert report["mspc_groups"] == ["rx-r101"]
+    [incident] = report["incidents"]
+    assert incident["first_warning_s"] < backtest(RUNAWAY).incidents[0].first_warning_s
