@@ -300,11 +300,15 @@ def _counter(client: httpx.Client, metrics_url: str, name: str, missing: int = 0
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batched", type=int, default=3_000_000, help="readings, 100 per message")
-    ap.add_argument("--single", type=int, default=200_000, help="readings, 1 per message")
+    ap.add_argument("--batched", type=int, default=3_000_000,
+                    help="readings, 100 per message (0: skip)")
+    ap.add_argument("--single", type=int, default=200_000, help="readings, 1 per message (0: skip)")
     ap.add_argument("--sensors", type=int, default=10_000,
                     help="generated plant size; 0: config/plant.yaml")
     args = ap.parse_args()
+    if args.batched < 0 or args.single < 0 or args.batched + args.single == 0:
+        ap.error(f"--batched {args.batched} --single {args.single}: counts are ≥ 0, "
+                 "and one of them must be > 0")
     with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:
         work = Path(tmp)
         if args.sensors:
@@ -315,6 +319,8 @@ def main() -> None:
             print(f"mosquitto {mosq.url}  influxdb {influx.url}  cores {os.cpu_count()}")
             rows = []
             for label, n, per in (("batched", args.batched, 100), ("single", args.single, 1)):
+                if n == 0:  # skipped: nothing would ever arrive to stop the clock
+                    continue
                 n_msgs = n // per
                 sub_id = f"bare-{label}"
                 create_session(mosq.url, sub_id, "plant/#")
