@@ -306,9 +306,10 @@ def main() -> None:
     ap.add_argument("--sensors", type=int, default=10_000,
                     help="generated plant size; 0: config/plant.yaml")
     args = ap.parse_args()
-    if args.batched < 0 or args.single < 0 or args.batched + args.single == 0:
-        ap.error(f"--batched {args.batched} --single {args.single}: counts are ≥ 0, "
-                 "and one of them must be > 0")
+    if (args.batched < 0 or args.single < 0 or args.batched + args.single == 0
+            or 0 < args.batched < 100):
+        ap.error(f"--batched {args.batched} --single {args.single}: counts are 0 (skip) or "
+                 "positive, --batched at least one message of 100, and one must be > 0")
     with tempfile.TemporaryDirectory(prefix="pw-bench-") as tmp:
         work = Path(tmp)
         if args.sensors:
