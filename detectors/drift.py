@@ -5,7 +5,7 @@ previous reading; ``w = Δt/(τ + Δt)``, the backward-Euler weight of an
 exponential average with time constant ``τ = baseline_tau_s``)::
 
     σ̂   = max(√π/2 · MR, floor)              noise scale, before this reading
-    z    = (x − μ) / σ̂                       standardized residual
+    z    = clip((x − μ) / σ̂, −c, c)          standardized residual, c = clip_sigmas
     S⁺  ← max(0, S⁺ + z − k)                 two-sided CUSUM (Page 1954),
     S⁻  ← max(0, S⁻ − z − k)                 k = k_sigmas, h = h_sigmas
     score = max(S⁺, S⁻) / h                  ≥ 1: drift detected
@@ -30,6 +30,22 @@ and the drift would hide inside its own noise estimate. The price: noise
 that is correlated from one reading to the next (a heavily filtered
 transmitter) makes the moving range read low and the detector too eager;
 give such sensors a larger ``h_sigmas``.
+
+Why one reading cannot make a drift
+-----------------------------------
+A drift is slow, so it is judged on many readings, never on one. Without a
+bound on z a single reading can: a combustible gas head in clean air reads
+exactly 0 %LEL, its noise scale sits at the floor (0.1 %LEL), and one blip
+to 2 %LEL gives z = 20 ≥ h = 16, a drift warning held for a minute; in
+simulation, an hour of such a head with twelve 1–3 %LEL blips raised six.
+Each reading's z is therefore clipped to ±``clip_sigmas`` (4) before it is
+accumulated (a winsorized CUSUM, after Huber's clipped score): one reading
+adds at most ``c − k`` = 3.5, so a detection takes at least ``h/(c − k)``
+≈ 5 readings that all lie far off the baseline, and the blip's 3.5 fades at
+``k`` per reading. On Gaussian noise |z| > 4 has probability 6·10⁻⁵, so the
+false-detection rate and the delay to shifts under 4σ (every drift this
+detector is for) do not change; a larger step is caught after about five
+readings, by which time the limit and spike checks have judged it.
 
 Freezing the baseline
 ---------------------
@@ -106,6 +122,9 @@ class DriftDetector(RoundDetector):
     sigma_floor_fraction : float
         Floor of the noise scale as a fraction of the span, so a quantized
         sensor reading one value does not give z = x/0.
+    clip_sigmas : float
+        Bound on each reading's |z| in the CUSUM (> k_sigmas): one reading
+        moves it by at most ``clip_sigmas − k_sigmas``.
 
     Notes
     -----
@@ -131,6 +150,7 @@ class DriftDetector(RoundDetector):
         warmup: int = 120,
         freeze_fraction: float = 0.5,
         sigma_floor_fraction: float = 1e-3,
+        clip_sigmas: float = 4.0,
     ) -> None:
         super().__init__(table)
         for what, value, low in (("baseline_tau_s", baseline_tau_s, 0.0),
@@ -141,6 +161,9 @@ class DriftDetector(RoundDetector):
                 raise ValueError(f"DriftDetector: {what}={value} must be finite and > 0")
         if not (math.isfinite(k_sigmas) and k_sigmas >= 0):
             raise ValueError(f"DriftDetector: k_sigmas={k_sigmas} must be finite and ≥ 0")
+        if not (math.isfinite(clip_sigmas) and clip_sigmas > k_sigmas):
+            raise ValueError(f"DriftDetector: clip_sigmas={clip_sigmas} must be finite and > "
+                             f"k_sigmas={k_sigmas} (or no reading could move the CUSUM)")
         if int(warmup) != warmup or warmup < 2:
             raise ValueError(
                 f"DriftDetector: warmup={warmup} must be an integer ≥ 2 (the noise scale "
@@ -151,6 +174,7 @@ class DriftDetector(RoundDetector):
         self._tau_ms = 1000.0 * self.tau_s
         self.k = float(k_sigmas)
         self.h = float(h_sigmas)
+        self.clip = float(clip_sigmas)
         self.warmup = int(warmup)
         self.freeze_level = float(freeze_fraction) * self.h
         self.sigma_floor: F64 = sigma_floor_fraction * (table.range_hi - table.range_lo)
@@ -216,6 +240,7 @@ class DriftDetector(RoundDetector):
         np.maximum(z, self.sigma_floor[idx], out=z)
         resid = v - mu
         np.divide(resid, z, out=z)
+        np.clip(z, -self.clip, self.clip, out=z)
         z_plus_k = z + self.k
         z -= self.k
         up += z

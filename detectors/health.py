@@ -210,8 +210,16 @@ class SpikeDetector(RoundDetector):
     warmup : int
         Readings per sensor before a score is given (≥ 2).
     mad_floor_fraction : float
-        Floor on the MAD as a fraction of the span, so a quantized or very
-        quiet sensor does not divide by ~0 (0.1 %LEL for a 0–100 %LEL head).
+        Floor on the MAD as a fraction of the span: a quantized or very quiet
+        sensor does not divide by ~0, and a blip of a few units on a sensor
+        that reads one value is not a spike. The default (0.4 %LEL on a
+        0–100 %LEL head) makes the smallest spike the suite raises (z ≥ 8) on
+        such a sensor 8 × 1.4826 × 0.4 ≈ 4.7 % of span. With a floor of 0.1 %
+        of span, a combustible head in clean air (exactly 0 %LEL) raised a
+        spike fault for every one-reading blip of 2–3 %LEL: seven in an hour
+        with twelve blips of 1–3 %LEL, each a call to maintenance for the
+        instrument's own noise (DOMAIN.md §7: fewer, truer alarms). Sensors
+        whose noise is above the floor are judged on their noise, unchanged.
 
     Notes
     -----
@@ -228,7 +236,7 @@ class SpikeDetector(RoundDetector):
         *,
         tau_s: float = 300.0,
         warmup: int = 30,
-        mad_floor_fraction: float = 1e-3,
+        mad_floor_fraction: float = 4e-3,
     ) -> None:
         super().__init__(table)
         m = len(table)

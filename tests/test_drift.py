@@ -46,9 +46,9 @@ class DriftRef(Reference):
 
     def __init__(self, tau: float = 3600.0, k: float = 0.5, h: float = 16.0, warmup: int = 120,
                  freeze_fraction: float = 0.5, floor_fraction: float = 1e-3,
-                 signed: bool = False) -> None:
+                 clip: float = 4.0, signed: bool = False) -> None:
         super().__init__()
-        self.tau, self.k, self.h, self.warmup = tau, k, h, warmup
+        self.tau, self.k, self.h, self.warmup, self.clip = tau, k, h, warmup, clip
         self.freeze = freeze_fraction * h
         self.floor = [floor_fraction * span(s) for s in range(M)]
         self.signed = signed
@@ -66,7 +66,7 @@ class DriftRef(Reference):
         decay = tau_ms / ((ts - last) + tau_ms)
         sigma = max(g["mean_step"] * (math.sqrt(math.pi) / 2), self.floor[s])
         resid = v - g["baseline"]
-        z = resid / sigma
+        z = min(max(resid / sigma, -self.clip), self.clip)
         up = max(g["cusum_up"] + (z - self.k), 0.0)
         down = max(g["cusum_down"] - (z + self.k), 0.0)
         young = g["count"] < self.warmup
@@ -147,7 +147,8 @@ def test_warm_up_counts_readings_even_at_exactly_zero() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"warmup": 1}, {"h_sigmas": 0.0}, {"baseline_tau_s": -1.0},
-                                 {"k_sigmas": math.nan}, {"freeze_fraction": 0.0}])
+                                 {"k_sigmas": math.nan}, {"freeze_fraction": 0.0},
+                                 {"clip_sigmas": 0.5}, {"clip_sigmas": math.inf}])
 def test_bad_parameters_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="DriftDetector"):
         DriftDetector(TABLE, **bad)
@@ -223,3 +224,33 @@ def test_rebaseline_accepts_a_new_level() -> None:
     after = run_hours(det, rng, 1, lambda t: np.full(len(t), 2.0), from_hour=2)
     assert np.isnan(after[:10]).all()
     assert np.nanmax(np.abs(after)) < 1
+
+
+def _quiet_head_with_blips(blips: dict[int, float], n: int = 3600) -> ReadingBatch:
+    """A combustible head in clean air: exactly 0 %LEL, with one-reading blips."""
+    values = np.zeros(n)
+    for at, value in blips.items():
+        values[at] = value
+    return one_sensor(LEL, np.arange(n), values)
+
+
+BLIPS = {221: 2.0, 603: 1.0, 971: 1.0, 1581: 2.0, 1886: 3.0, 2736: 3.0, 2976: 2.0, 3416: 3.0}
+
+
+@pytest.mark.parametrize("clip_sigmas", [4.0, 1e9])
+def test_one_reading_cannot_make_a_drift(clip_sigmas: float) -> None:
+    # The scale of a head reading 0.0 sits at its floor (0.1 %LEL): unclipped,
+    # a single 2 %LEL blip is z = 20 and a drift on its own.
+    scores = DriftDetector(TABLE, clip_sigmas=clip_sigmas).update(
+        _quiet_head_with_blips(BLIPS))
+    if clip_sigmas == 1e9:
+        assert np.nanmax(scores) >= 1  # what the clip is for
+    else:
+        assert np.nanmax(scores) < 0.25  # 3.5 of h = 16 at most, fading at k
+
+
+def test_a_quiet_head_that_settles_one_pct_lel_higher_is_still_a_drift() -> None:
+    values = np.r_[np.zeros(1800), np.ones(1800)]  # zero drift of the cell by 1 %LEL
+    scores = DriftDetector(TABLE).update(one_sensor(LEL, np.arange(3600), values))
+    found = int(np.argmax(np.nan_to_num(scores) >= 1))
+    assert 1800 <= found <= 1810, found - 1800  # h/(c − k) ≈ 5 readings

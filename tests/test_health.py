@@ -120,7 +120,7 @@ class SpikeRef(Reference):
     MEAN_ABS_TO_MAD = 0.6744897501960817 / math.sqrt(2 / math.pi)
 
     def __init__(self, tau_s: float = 300.0, warmup: int = 30,
-                 mad_floor_fraction: float = 1e-3) -> None:
+                 mad_floor_fraction: float = 4e-3) -> None:
         super().__init__()
         self.tau, self.warmup = tau_s, warmup
         self.floor = [mad_floor_fraction * span(s) for s in range(M)]
@@ -429,14 +429,14 @@ def test_spike_scores_high_next_reading_low_and_noise_rarely_above_6() -> None:
     rng = np.random.default_rng(3)
     det = SpikeDetector(TABLE)
     n = 3000
-    v = 0.5 + 0.3 * rng.standard_normal(n)
-    v[2000] = 0.5 + 20 * 0.3  # a 20σ spike
+    v = 5.0 + 1.0 * rng.standard_normal(n)  # noise above the MAD floor (0.4 %LEL)
+    v[2000] = 5.0 + 20 * 1.0  # a 20σ spike
     score = det.update(one_sensor(LEL, np.arange(n), v))
     assert np.isnan(score[:30]).all() and not np.isnan(score[30:]).any()
     assert score[2000] > 15
     assert score[2001] < 4
-    np.testing.assert_allclose(det.mad[LEL] * 1.4826, 0.3, rtol=0.2)
-    assert abs(det.median[LEL] - 0.5) < 0.1
+    np.testing.assert_allclose(det.mad[LEL] * 1.4826, 1.0, rtol=0.2)
+    assert abs(det.median[LEL] - 5.0) < 0.3
 
     # a day of steady 1 Hz noise on three sensors: z > 6 is (almost) never seen
     det = SpikeDetector(TABLE)
@@ -456,7 +456,7 @@ def test_spike_zero_noise_sensor_does_not_divide_by_zero() -> None:
     values = np.r_[np.zeros(50), 0.1, np.zeros(5)]  # quantized to 0.1, reads 0.0
     score = det.update(one_sensor(LEL, np.arange(len(values)), values))
     assert np.isfinite(score[5:]).all()
-    assert score[50] == pytest.approx(0.1 / (1.4826 * 0.1))  # the floor: 1e-3 of 100 %LEL
+    assert score[50] == pytest.approx(0.1 / (1.4826 * 0.4))  # the floor: 4e-3 of 100 %LEL
 
 
 def test_warm_up_counts_readings_even_at_exactly_zero() -> None:

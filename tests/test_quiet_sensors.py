@@ -1,0 +1,57 @@
+"""A gas head in clean air reads exactly 0 %LEL: its own blips must raise nothing.
+
+Through the whole detector suite, with the plant's presets (a combustible
+head of config/plant.yaml: 0–100 %LEL, deadband 1 %LEL, limits 25/50).
+Before the drift CUSUM clipped each reading's z and the spike MAD floor was
+raised, the hour of blips below raised six drift warnings and seven spike
+faults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from detectors.batch import ReadingBatch
+from detectors.decide import CONDITIONS
+from detectors.sensor_table import SensorTable
+from detectors.suite import DetectorSuite
+from plantwatch.config import load_plant
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = SensorTable.from_config(load_plant(ROOT / "config" / "plant.yaml"))
+HEAD = next(i for i, p in enumerate(TABLE.places) if p.sensor.kind == "combustible_lel")
+T0 = 1_764_000_000_000
+
+
+def raised(values: np.ndarray) -> list[tuple[int, str]]:
+    """(second, condition) of every raise on the head, fed one reading a second."""
+    suite = DetectorSuite(TABLE)
+    out = []
+    for k, v in enumerate(values.tolist()):
+        suite.update(ReadingBatch.from_columns([HEAD], [T0 + 1000 * k], [v]))
+        t = suite.transitions
+        out += [(k, CONDITIONS[c]) for c, a in zip(t.condition, t.active, strict=True) if a]
+    return out
+
+
+def test_an_hour_of_one_reading_blips_raises_nothing() -> None:
+    rng = np.random.default_rng(1)
+    values = np.zeros(3600)
+    at = rng.choice(np.arange(100, 3600), 12, replace=False)
+    values[at] = rng.choice([1.0, 2.0, 3.0], 12)
+    assert (values >= 2.0).sum() >= 6  # blips of 2–3 %LEL among them
+    assert raised(values) == []
+
+
+def test_a_real_spike_is_still_a_fault() -> None:
+    values = np.zeros(600)
+    values[300] = 15.0  # one reading, under the first gas level
+    assert raised(values) == [(301, "spike")]  # decided when the next reading is back
+
+
+def test_a_head_that_settles_higher_is_still_a_drift() -> None:
+    values = np.r_[np.zeros(1800), np.full(600, 2.0)]  # zero drift of the cell
+    [(second, condition)] = raised(values)
+    assert condition == "drift" and 1800 <= second <= 1810
