@@ -4,7 +4,7 @@ Through the whole detector suite, with the plant's presets (a combustible
 head of config/plant.yaml: 0–100 %LEL, deadband 1 %LEL, limits 25/50).
 Before the drift CUSUM clipped each reading's z and the spike MAD floor was
 raised, the hour of blips below raised six drift warnings and seven spike
-faults.
+faults; before the drift on-delay, each of the short puffs raised a drift.
 """
 
 from __future__ import annotations
@@ -54,4 +54,11 @@ def test_a_real_spike_is_still_a_fault() -> None:
 def test_a_head_that_settles_higher_is_still_a_drift() -> None:
     values = np.r_[np.zeros(1800), np.full(600, 2.0)]  # zero drift of the cell
     [(second, condition)] = raised(values)
-    assert condition == "drift" and 1800 <= second <= 1810
+    assert condition == "drift" and 1815 <= second <= 1825  # ~5 readings, then 15 s on-delay
+
+
+def test_puffs_of_gas_under_twenty_seconds_are_not_drifts() -> None:
+    values = np.zeros(3600)
+    for k, start in enumerate(range(200, 3400, 320)):
+        values[start : start + (5 if k % 2 else 10)] = 3.0  # 3 %LEL for 5 or 10 s
+    assert raised(values) == []
