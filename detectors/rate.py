@@ -82,7 +82,7 @@ from detectors.batch import ReadingBatch
 from detectors.rounds import order_by_sensor_time
 from detectors.sensor_table import SensorTable
 
-__all__ = ["RateOfChangeDetector", "RobustHolt", "SensorRound"]
+__all__ = ["RateOfChangeDetector", "RobustHolt", "SensorRound", "Sensors"]
 
 NO_TS = np.iinfo(np.int64).min
 SCALE_READINGS = 30

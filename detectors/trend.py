@@ -37,6 +37,23 @@ innovation, which is σ for Gaussian noise):
    its slope noise grows as ``√Δt``. ``min_slope_z = 6``: about 2·10⁻⁹ of
    noise readings pass.
 
+3. **the slope is unusual for this sensor**: once it has ``wander_warm_s``
+   (1 h) of history, ``|slope| > min_wander_ratio·W`` (4), where ``W`` is the
+   sensor's usual ``|slope|``: its time-weighted mean over ``wander_tau_s``
+   (a day), each reading's contribution capped at the threshold itself so an
+   incident's slope hardly moves it (at most ×(1 + 3·Δt/1 h) per reading,
+   and far less once a day of history is in). Tests 1 and 2 are against
+   white noise, but a process value also *wanders*: control loops, feed and
+   ambient move it up and down over minutes, with slopes that are real and
+   mean nothing. A tank temperature at 35 °C with its H at 40 °C, wandering
+   (σ 1 °C, correlation time 5 min) and never above 38.6 °C, got 46 trend
+   warnings in the five hours after its first; at 38–39 °C with a 0.3 °C
+   wander, 27–41. With test 3: three each. A runaway after two hours of the
+   same wander is still warned 253–267 s before it crosses H (253–275 s
+   without test 3), its slope soon being many times anything the wander
+   made. In the first hour of a sensor's history (and so in the scenarios'
+   backtests, which start cold) test 3 does not apply.
+
 So a steady noisy signal gives NaN essentially always, whatever its noise and
 sampling interval, and a slow swing (a daily cycle) gives NaN or an ETA far
 beyond any horizon. A slope that would reach the limit within the horizon but
@@ -58,7 +75,8 @@ Deciding rule (applied by the suite, not here): a trend warning is raised when
 ``ETA ≤ trend_horizon_s`` of the sensor (config ``trend_horizon_s``, default
 300 s) and cleared when the ETA is NaN or above ``1.25·trend_horizon_s``.
 
-State: the filter's four float64 and two int64 per sensor (48 bytes).
+State: the filter's four float64 and two int64 per sensor, and the usual
+slope with its weight (64 bytes).
 """
 
 from __future__ import annotations
@@ -70,7 +88,7 @@ import numpy.typing as npt
 
 from detectors.base import State
 from detectors.batch import ReadingBatch
-from detectors.rate import RobustHolt
+from detectors.rate import RobustHolt, Sensors
 from detectors.sensor_table import SensorTable
 
 __all__ = ["TrendDetector"]
@@ -102,6 +120,10 @@ class TrendDetector:
         Innovations are clipped at this many mean absolute innovations.
     warmup : int
         Readings per sensor that score NaN while the filter settles (≥ 2).
+    wander_tau_s, min_wander_ratio, wander_warm_s : float
+        Significance test 3 (the module notes): time constant of the usual
+        slope, seconds; how many times the usual slope a trend's must be; the
+        seconds of history before the test applies.
     """
 
     name = "trend"
@@ -116,6 +138,9 @@ class TrendDetector:
         min_slope_z: float = 6.0,
         clip_sigmas: float = 3.0,
         warmup: int = 20,
+        wander_tau_s: float = 86400.0,
+        min_wander_ratio: float = 4.0,
+        wander_warm_s: float = 3600.0,
     ) -> None:
         for name, value in (("min_rise_sigmas", min_rise_sigmas), ("min_slope_z", min_slope_z)):
             if not (math.isfinite(value) and value >= 0):
@@ -125,6 +150,19 @@ class TrendDetector:
             len(table), tau_level_s=tau_level_s, tau_slope_s=tau_slope_s,
             clip_sigmas=clip_sigmas, warmup=warmup, owner="TrendDetector",
         )
+        if not (math.isfinite(wander_tau_s) and wander_tau_s > 0):
+            raise ValueError(f"TrendDetector: wander_tau_s={wander_tau_s} must be finite and > 0")
+        if not (math.isfinite(wander_warm_s) and wander_warm_s >= 0):
+            raise ValueError(f"TrendDetector: wander_warm_s={wander_warm_s} must be finite and ≥ 0")
+        if not (math.isfinite(min_wander_ratio) and min_wander_ratio >= 1):
+            raise ValueError(
+                f"TrendDetector: min_wander_ratio={min_wander_ratio} must be finite and ≥ 1")
+        m = len(table)
+        self.wander_tau_s = float(wander_tau_s)
+        self.min_wander_ratio = float(min_wander_ratio)
+        self.wander_warm_s = float(wander_warm_s)
+        self.wander: F64 = np.zeros(m)
+        self.wander_weight: F64 = np.zeros(m)
         self.min_rise_sigmas = float(min_rise_sigmas)
         self.min_slope_z = float(min_slope_z)
         self.horizon_s: F64 = np.array(
@@ -148,7 +186,10 @@ class TrendDetector:
                 self._rise_per_scale[r.sensors], self._z_per_scale * np.sqrt(r.dt_s)
             )
             threshold *= r.scale
-            i = np.flatnonzero(np.abs(r.slope_per_s) > threshold)
+            steep = np.abs(r.slope_per_s)
+            usual = self._usual_slope(r.sensors, steep, r.dt_s)
+            np.maximum(threshold, usual, out=threshold)
+            i = np.flatnonzero(steep > threshold)
             if len(i) == 0:
                 continue
             s = r.sensor_index(i)
@@ -163,11 +204,36 @@ class TrendDetector:
             scores[r.row_index(i[ok])] = eta[ok]
         return scores
 
+    def _usual_slope(self, sensors: Sensors, steep: F64,
+                     dt_s: F64 | float) -> F64:
+        """Test 3's threshold per reading, then the wander scale moved by it."""
+        scale = self.wander[sensors]
+        weight = self.wander_weight[sensors]  # seconds of history, decayed
+        warm = weight >= self.wander_warm_s
+        limit = self.min_wander_ratio * scale
+        usual = np.where(warm, limit, 0.0)
+        dt = np.asarray(dt_s, np.float64)
+        weight = weight * (self.wander_tau_s / (self.wander_tau_s + dt)) + dt
+        target = np.where(warm, np.minimum(steep, limit), steep)
+        self.wander[sensors] = scale + (target - scale) * (dt / weight)
+        self.wander_weight[sensors] = weight
+        return usual
+
     def get_state(self) -> State:
-        return self.filter.get_state()
+        state = self.filter.get_state()
+        state["wander"] = self.wander.copy()
+        state["wander_weight"] = self.wander_weight.copy()
+        return state
 
     def set_state(self, state: State) -> None:
-        self.filter.set_state(state)
+        self.filter.set_state({k: v for k, v in state.items()
+                               if k not in ("wander", "wander_weight")})
+        for name in ("wander", "wander_weight"):
+            arr = np.asarray(state[name], np.float64) if name in state else None
+            if arr is None or arr.shape != self.wander.shape:
+                raise ValueError(f"TrendDetector state {name!r} is missing or has the wrong "
+                                 f"shape: the saved state belongs to another table or version")
+            setattr(self, name, arr.copy())
 
     # -- for the dashboard -------------------------------------------------
     @property

@@ -49,7 +49,7 @@ def _mspc(table: SensorTable) -> MspcDetector:
 REGISTRY: dict[str, Callable[[SensorTable], Any]] = {
     "limits": LimitDetector,
     "rate": lambda t: RateOfChangeDetector(t, warmup=3),
-    "trend": lambda t: TrendDetector(t, warmup=3),
+    "trend": lambda t: TrendDetector(t, warmup=3, wander_warm_s=5.0),
     "drift": lambda t: DriftDetector(t, warmup=3),
     "stuck": lambda t: StuckDetector(t, min_stuck_s=5),
     "range": RangeDetector,

@@ -36,11 +36,16 @@ M = len(TABLE)
 SIGMA_PER_MEAN_ABS = math.sqrt(math.pi / 2.0)
 
 DEFAULTS: dict[str, Any] = {"tau_level_s": 10.0, "tau_slope_s": 30.0, "min_rise_sigmas": 4.0,
-                            "min_slope_z": 6.0, "clip_sigmas": 3.0, "warmup": 20}
+                            "min_slope_z": 6.0, "clip_sigmas": 3.0, "warmup": 20,
+                            "wander_tau_s": 86400.0, "min_wander_ratio": 4.0,
+                            "wander_warm_s": 3600.0}
 # Significance off: every reading heading for a limit gets an ETA (exercises the ETA rules).
 PERMISSIVE: dict[str, Any] = {**DEFAULTS, "min_rise_sigmas": 0.0, "min_slope_z": 0.0,
                               "warmup": 2}
 FAST: dict[str, Any] = {**PERMISSIVE, "tau_level_s": 2.0, "tau_slope_s": 2.0, "warmup": 3}
+# Test 3 in play within a short stream: a usual slope learnt in seconds.
+WANDER: dict[str, Any] = {**FAST, "wander_tau_s": 20.0, "min_wander_ratio": 1.5,
+                          "wander_warm_s": 4.0}
 
 
 def reference_etas(
@@ -51,6 +56,10 @@ def reference_etas(
     ref = RefHolt(len(table), tau_level_s=tl, tau_slope_s=tb,
                   clip_sigmas=params["clip_sigmas"], warmup=params["warmup"])
     horizon = [p.sensor.trend_horizon_s for p in table.places]
+    usual = [0.0] * len(table)  # test 3: the usual |slope| and its seconds of history
+    weight = [0.0] * len(table)
+    tau_w, ratio, warm_s = (params["wander_tau_s"], params["min_wander_ratio"],
+                            params["wander_warm_s"])
     out = []
     for s, ts, x in stream:
         r = ref.read(s, ts, x)
@@ -58,11 +67,17 @@ def reference_etas(
             out.append(np.nan)
             continue
         level, slope, scale, dt = r
-        # Significant: projected change over the horizon ≥ k·σ̂ and slope ≥ z·sd(slope).
+        # Significant: projected change over the horizon ≥ k·σ̂ and slope ≥ z·sd(slope),
+        # and (with enough history) several times the sensor's usual slope.
         test1 = params["min_rise_sigmas"] * SIGMA_PER_MEAN_ABS / horizon[s]
         test2 = (params["min_slope_z"] * SIGMA_PER_MEAN_ABS
                  / math.sqrt(2.0 * tl * tb**2)) * math.sqrt(dt)
-        if not abs(slope) > max(test1, test2) * scale:
+        warm = weight[s] >= warm_s
+        test3 = ratio * usual[s] if warm else 0.0
+        target_w = min(abs(slope), ratio * usual[s]) if warm else abs(slope)
+        weight[s] = weight[s] * (tau_w / (tau_w + dt)) + dt
+        usual[s] = usual[s] + (target_w - usual[s]) * (dt / weight[s])
+        if not abs(slope) > max(max(test1, test2) * scale, test3):
             out.append(np.nan)
             continue
         h, hh, low, ll = table.h[s], table.hh[s], table.l[s], table.ll[s]
@@ -90,7 +105,7 @@ def test_is_a_detector_with_int64_float64_state() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(streams(max_size=120), st.sampled_from([DEFAULTS, PERMISSIVE, FAST]))
+@given(streams(max_size=120), st.sampled_from([DEFAULTS, PERMISSIVE, FAST, WANDER]))
 def test_equals_the_reference(stream: list[Reading], params: dict[str, Any]) -> None:
     got = run(TrendDetector(TABLE, **params), stream, [])
     want = reference_etas(stream, TABLE, params)
@@ -100,7 +115,7 @@ def test_equals_the_reference(stream: list[Reading], params: dict[str, Any]) -> 
 
 @settings(max_examples=150, deadline=None)
 @given(streams(), st.lists(st.integers(0, 250), max_size=6),
-       st.sampled_from([DEFAULTS, PERMISSIVE]))
+       st.sampled_from([DEFAULTS, PERMISSIVE, WANDER]))
 def test_chunk_invariance(stream: list[Reading], cuts: list[int], params: dict[str, Any]) -> None:
     results = []
     for c in ([], list(range(len(stream))), list(range(0, len(stream), 7)), cuts):
@@ -115,9 +130,9 @@ def test_chunk_invariance(stream: list[Reading], cuts: list[int], params: dict[s
 @settings(max_examples=100, deadline=None)
 @given(streams(), st.integers(0, 250))
 def test_state_round_trip_and_pickle_mid_stream(stream: list[Reading], cut: int) -> None:
-    det = TrendDetector(TABLE, **PERMISSIVE)
+    det = TrendDetector(TABLE, **WANDER)
     det.update(as_batch(stream[:cut]))
-    restored = TrendDetector(TABLE, **PERMISSIVE)
+    restored = TrendDetector(TABLE, **WANDER)
     restored.set_state(det.get_state())
     pickled = pickle.loads(pickle.dumps(det))
     want = det.update(as_batch(stream[cut:]))
