@@ -9,8 +9,9 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import orjson
 import typer
@@ -37,6 +38,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+_Config = TypeVar("_Config")
 
 evaluate_app = typer.Typer(
     help="Score plantwatch's detectors on labelled data (SKAB, NAB, your own history).",
@@ -55,13 +57,13 @@ app.add_typer(token_app, name="token")
 app.add_typer(mspc_app, name="mspc")
 
 
-
 @app.callback()
 def _every_command() -> None:
     """Before any command: the detectors' batch temporaries reuse freed memory
     instead of faulting it in again (plantwatch.allocator: 15–40 % of the
     suite's time at 10,000 sensors)."""
     keep_freed_memory()
+
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
@@ -72,28 +74,27 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _load_plant_or_exit(path: Path) -> PlantConfig:
+def _config_or_exit(what: str, load: Callable[[], _Config]) -> _Config:
+    """``load()``, or exit 2 printing the config error (file, key path, problem)."""
     try:
-        return load_plant(path)
+        return load()
     except ConfigError as exc:
-        console.print(f"[red]invalid plant config[/red]\n{exc}")
+        console.print(f"[red]invalid {what}[/red]\n{exc}")
         raise typer.Exit(2) from exc
+
+
+def _load_plant_or_exit(path: Path) -> PlantConfig:
+    return _config_or_exit("plant config", lambda: load_plant(path))
 
 
 def _load_alarm_config_or_exit(settings: Settings, plant: PlantConfig) -> AlarmConfig:
-    try:
-        return load_alarm_config(settings.alarms_file(), plant)
-    except ConfigError as exc:
-        console.print(f"[red]invalid alarm config[/red]\n{exc}")
-        raise typer.Exit(2) from exc
+    return _config_or_exit("alarm config",
+                           lambda: load_alarm_config(settings.alarms_file(), plant))
 
 
 def _load_mspc_config_or_exit(settings: Settings, plant: PlantConfig) -> MspcConfig:
-    try:
-        return load_mspc_config(settings.mspc_file(), plant)
-    except ConfigError as exc:
-        console.print(f"[red]invalid MSPC config[/red]\n{exc}")
-        raise typer.Exit(2) from exc
+    return _config_or_exit("MSPC config",
+                           lambda: load_mspc_config(settings.mspc_file(), plant))
 
 
 def _load_mspc_or_exit(settings: Settings, plant: PlantConfig) -> MspcGroups:
