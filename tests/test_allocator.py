@@ -41,8 +41,9 @@ def _faults_per_round(mode: str, **extra_env: str) -> float:
     return float(out.stdout.split()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 def test_temporaries_stop_faulting_once_freed_memory_is_kept() -> None:
+    if not sys.platform.startswith("linux") and os.environ.get("CI") != "true":
+        pytest.skip("glibc's malloc only; CI runs on Linux, where this must pass")
     assert _faults_per_round("default") > 100  # the default allocator unmaps them
     assert _faults_per_round("keep") < 5
 

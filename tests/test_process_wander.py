@@ -8,44 +8,26 @@ rounded to 0.1 °C like a transmitter's output.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import numpy.typing as npt
+from scipy.signal import lfilter
 
-from detectors.batch import ReadingBatch
-from detectors.decide import CONDITIONS
-from detectors.sensor_table import SensorTable
-from detectors.suite import DetectorSuite
-from plantwatch.config import load_plant
+from tests.suite_runs import PLANT_TABLE, suite_raises
 
-ROOT = Path(__file__).resolve().parents[1]
-TABLE = SensorTable.from_config(load_plant(ROOT / "config" / "plant.yaml"))
-TANK = TABLE.index["TF-A-TI-01"]
-T0 = 1_764_000_000_000
+TANK = PLANT_TABLE.index["TF-A-TI-01"]
 HOUR = 3600
 
 
 def wander(n: int, sigma: float, rng: np.random.Generator) -> npt.NDArray[np.float64]:
     a = np.exp(-1 / 300.0)
     shocks = rng.standard_normal(n) * sigma * np.sqrt(1 - a * a)
-    w = np.zeros(n)
-    for k in range(1, n):
-        w[k] = a * w[k - 1] + shocks[k]
-    return w
+    shocks[0] = 0.0  # starts on its mean
+    return np.asarray(lfilter([1.0], [1.0, -a], shocks), np.float64)  # w[k] = a·w[k−1] + shock
 
 
 def trend_raises(values: npt.NDArray[np.float64]) -> list[int]:
-    """Seconds at which a trend warning was raised on the tank."""
-    suite = DetectorSuite(TABLE)
-    out = []
-    for k in range(0, len(values), 60):
-        suite.update(ReadingBatch.from_columns(
-            np.full(60, TANK), T0 + 1000 * np.arange(k, k + 60), values[k : k + 60]))
-        t = suite.transitions
-        out += [int(ts - T0) // 1000 for c, a, ts in zip(t.condition, t.active, t.ts, strict=True)
-                if a and CONDITIONS[c] == "trend"]
-    return out
+    """Seconds at which a trend warning was raised on the tank, a minute per batch."""
+    return [t for t, c in suite_raises(TANK, values, per_batch=60) if c == "trend"]
 
 
 def test_a_wander_below_the_limit_is_not_a_trend_once_the_sensor_is_known() -> None:

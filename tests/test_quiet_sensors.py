@@ -9,31 +9,15 @@ faults; before the drift on-delay, each of the short puffs raised a drift.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from detectors.batch import ReadingBatch
-from detectors.decide import CONDITIONS
-from detectors.sensor_table import SensorTable
-from detectors.suite import DetectorSuite
-from plantwatch.config import load_plant
+from tests.suite_runs import PLANT_TABLE, suite_raises
 
-ROOT = Path(__file__).resolve().parents[1]
-TABLE = SensorTable.from_config(load_plant(ROOT / "config" / "plant.yaml"))
-HEAD = next(i for i, p in enumerate(TABLE.places) if p.sensor.kind == "combustible_lel")
-T0 = 1_764_000_000_000
+HEAD = next(i for i, p in enumerate(PLANT_TABLE.places) if p.sensor.kind == "combustible_lel")
 
 
 def raised(values: np.ndarray) -> list[tuple[int, str]]:
-    """(second, condition) of every raise on the head, fed one reading a second."""
-    suite = DetectorSuite(TABLE)
-    out = []
-    for k, v in enumerate(values.tolist()):
-        suite.update(ReadingBatch.from_columns([HEAD], [T0 + 1000 * k], [v]))
-        t = suite.transitions
-        out += [(k, CONDITIONS[c]) for c, a in zip(t.condition, t.active, strict=True) if a]
-    return out
+    return suite_raises(HEAD, values)
 
 
 def test_an_hour_of_one_reading_blips_raises_nothing() -> None:
