@@ -119,6 +119,10 @@ class BatchBuilder:
     def __len__(self) -> int:
         return len(self.sensor)
 
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` readings: takes back a message that failed half-way."""
+        del self.sensor[n:], self.ts[n:], self.value[n:], self.quality[n:]
+
     def build(self) -> ReadingBatch:
         """The readings so far as a batch; the builder is left empty."""
         batch = ReadingBatch(

@@ -86,6 +86,17 @@ class SensorTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def by_site(self) -> dict[str, dict[str, int]]:
+        """Site id → (sensor id → row): the sensors a topic of that site may carry."""
+        out: dict[str, dict[str, int]] = {}
+        for place in self.places:
+            out.setdefault(place.site, {})[place.sensor.id] = place.index
+        return out
+
+    def nodes(self) -> set[tuple[str, str]]:
+        """Every ``(site, gateway)`` of the plant: its gateways, its Sparkplug edge nodes."""
+        return {(place.site, place.gateway) for place in self.places}
+
     @classmethod
     def from_config(cls, plant: PlantConfig) -> SensorTable:
         places = plant.places()

@@ -23,6 +23,7 @@ all (too large, not JSON, not the envelope above).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from math import isfinite
 from typing import Any
@@ -42,12 +43,26 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
-    """What a message may be. Times in ms."""
+    """What a message may be: every dimension of input is bounded (README, "Input limits").
+
+    Times in ms. A message past a limit is dead-lettered whole, with the limit
+    named in the detail; a reading past one is dead-lettered alone.
+    """
 
     max_payload_bytes: int = 1_048_576
     max_readings: int = 100_000
     max_future_skew_ms: int = 300_000
     max_age_ms: int = 30 * 86_400_000
+    max_depth: int = 16
+    """Deepest nesting of lists and objects in a JSON message (the envelope is 3)."""
+    max_id_chars: int = 128
+    """Longest sensor id or gateway name read from a message."""
+    max_topic_chars: int = 256
+    """Longest topic taken; longer ones are dead-lettered as ``bad_topic``."""
+    max_topic_levels: int = 8
+    """Most ``/``-separated levels of a topic."""
+    max_metrics: int = 10_000
+    """Most metrics in one Sparkplug B payload."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +116,8 @@ def decode_gateway_json(
     sensor_index: dict[str, int],
     now_ms: int,
     limits: DecodeLimits = DecodeLimits(),
+    *,
+    plant_index: Mapping[str, int] | None = None,
 ) -> DecodeResult:
     """Decode and validate one gateway message into a batch of its own.
 
@@ -109,13 +126,61 @@ def decode_gateway_json(
     payload : bytes
         The MQTT message body.
     sensor_index : dict
-        Sensor id → row in the sensor table.
+        Sensor id → row in the sensor table, for the sensors this message may
+        carry (those of the topic's site).
     now_ms : int
         Wall-clock time of arrival, ms; only used to bound timestamps.
+    plant_index : mapping, optional
+        Every sensor of the plant: a sensor found here but not in
+        ``sensor_index`` belongs to another site and is rejected ``wrong_site``.
     """
     out = BatchBuilder()
-    rejections = decode_gateway_json_into(payload, sensor_index, now_ms, limits, out)
+    rejections = decode_gateway_json_into(payload, sensor_index, now_ms, limits, out,
+                                          plant_index=plant_index)
     return DecodeResult(out.build(), rejections)
+
+
+def id_text(value: object, limits: DecodeLimits) -> str:
+    """A sensor id or name from input, as short text fit for an error message."""
+    if type(value) is str and len(value) > limits.max_id_chars:
+        return f"{value[:limits.max_id_chars]!r}… ({len(value)} characters)"
+    return repr(value)
+
+
+def short(value: object) -> str:
+    """Input shown in an error message: never long, never deep (its repr could recurse)."""
+    if type(value) is dict or type(value) is list:
+        kind = "JSON object" if type(value) is dict else "list"
+        return f"a {kind} of {len(value)} items"
+    text = repr(value) if type(value) in (str, int, float, bool, type(None)) else type(
+        value).__name__
+    return text if len(text) <= 80 else f"{text[:80]}… ({len(text)} characters)"
+
+
+def wrong_site_or_unknown(
+    sid: object, plant_index: Mapping[str, int] | None, limits: DecodeLimits
+) -> tuple[str, str]:
+    """The reason and detail for a sensor id not accepted on this topic."""
+    if type(sid) is str and len(sid) > limits.max_id_chars:
+        return "unknown_sensor", (f"sensor id {id_text(sid, limits)} is longer than the limit "
+                                  f"of {limits.max_id_chars} characters")
+    if plant_index is not None and type(sid) is str and sid in plant_index:
+        return "wrong_site", (f"sensor {sid!r} belongs to another site than the topic's; a "
+                              "gateway publishes only its own site's sensors (check the topic "
+                              "plant/<site>/<gateway> and the plant config)")
+    return "unknown_sensor", f"sensor {id_text(sid, limits)} is not in the plant config"
+
+
+def _too_deep(doc: Any, max_depth: int) -> bool:
+    """Whether ``doc`` nests lists/objects deeper than ``max_depth`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = node.values() if type(node) is dict else node
+        stack.extend((c, depth + 1) for c in children if type(c) is dict or type(c) is list)
+    return False
 
 
 def decode_gateway_json_into(
@@ -124,10 +189,12 @@ def decode_gateway_json_into(
     now_ms: int,
     limits: DecodeLimits,
     out: BatchBuilder,
+    *,
+    plant_index: Mapping[str, int] | None = None,
 ) -> list[Rejection]:
     """Decode one message, appending its valid readings to ``out``; return the rejections.
 
-    A message rejected whole appends nothing.
+    A message rejected whole appends nothing. See :func:`decode_gateway_json`.
     """
     if len(payload) > limits.max_payload_bytes:
         return [Rejection(
@@ -151,9 +218,24 @@ def decode_gateway_json_into(
             "too_many_readings",
             f"{len(readings)} readings is above the limit of {limits.max_readings} per message",
         )]
+    # A message of scalar readings has exactly one container per reading plus
+    # the envelope's two; only a message with more brackets than that (extra
+    # containers, or brackets inside strings) is walked to measure its depth.
+    if (payload.count(b"{") + payload.count(b"[") > len(readings) + 2
+            and _too_deep(doc, limits.max_depth)):
+        return [Rejection(
+            "too_deep", f"lists or objects nested deeper than {limits.max_depth} levels; a "
+            "reading's fields are numbers and strings",
+        )]
+    gateway = doc.get("gateway")
+    if gateway is not None and (type(gateway) is not str or len(gateway) > limits.max_id_chars):
+        return [Rejection(
+            "bad_envelope", f"'gateway' must be a name of at most {limits.max_id_chars} "
+            f"characters, got {short(gateway)}",
+        )]
     msg_ts = doc.get("ts")
     if msg_ts is not None and type(msg_ts) is not int:
-        return [Rejection("bad_timestamp", f"message 'ts' must be integer ms, got {msg_ts!r}")]
+        return [Rejection("bad_timestamp", f"message 'ts' must be integer ms, got {short(msg_ts)}")]
 
     rejections: list[Rejection] = []
     ts_min = now_ms - limits.max_age_ms
@@ -171,28 +253,27 @@ def decode_gateway_json_into(
         sid = r.get("sensor")
         s = lookup(sid) if type(sid) is str else None
         if s is None:
-            rejections.append(
-                Rejection("unknown_sensor", f"sensor {sid!r} is not in the plant config", i, r)
-            )
+            reason, detail = wrong_site_or_unknown(sid, plant_index, limits)
+            rejections.append(Rejection(reason, detail, i, r))
             continue
         v: Any = r.get("value")
         tv = type(v)
         if tv is not float and tv is not int:
             rejections.append(
-                Rejection("bad_value", f"value {v!r} of sensor {sid} is not a number", i, r)
+                Rejection("bad_value", f"value {short(v)} of sensor {sid} is not a number", i, r)
             )
             continue
         t = r.get("ts", msg_ts)
         if type(t) is not int:
             rejections.append(Rejection(
                 "bad_timestamp",
-                f"timestamp {t!r} of sensor {sid} must be integer ms since the epoch", i, r,
+                f"timestamp {short(t)} of sensor {sid} must be integer ms since the epoch", i, r,
             ))
             continue
         q = r.get("quality", 0)
         if type(q) is not int or not 0 <= q <= 3:
             rejections.append(
-                Rejection("bad_quality", f"quality {q!r} of sensor {sid} must be 0–3", i, r)
+                Rejection("bad_quality", f"quality {short(q)} of sensor {sid} must be 0–3", i, r)
             )
             continue
         try:
@@ -202,8 +283,8 @@ def decode_gateway_json_into(
         if not finite:
             # The reading goes into the dead letter as text: NaN/inf are not JSON.
             rejections.append(Rejection(
-                "non_finite_value", f"value {v!r} of sensor {sid} is not finite", i,
-                {"sensor": sid, "value": repr(v), "ts": t},
+                "non_finite_value", f"value {short(v)} of sensor {sid} is not finite", i,
+                {"sensor": sid, "value": short(v), "ts": t},
             ))
             continue
         if t > ts_max:

@@ -49,10 +49,17 @@ cannot disagree on what is malformed, only on how fast they say it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from math import isfinite
 
 from detectors.batch import BatchBuilder
-from ingest.decode_json import DecodeLimits, DecodeResult, Rejection
+from ingest.decode_json import (
+    DecodeLimits,
+    DecodeResult,
+    Rejection,
+    short,
+    wrong_site_or_unknown,
+)
 
 __all__ = [
     "PRECISIONS",
@@ -301,11 +308,12 @@ def decode_line_protocol(
     limits: DecodeLimits = _DEFAULT_LIMITS,
     *,
     precision: str = "auto",
+    plant_index: Mapping[str, int] | None = None,
 ) -> DecodeResult:
     """Decode and validate one line protocol message into a batch of its own."""
     out = BatchBuilder()
     rejections = decode_line_protocol_into(
-        payload, sensor_index, now_ms, limits, out, precision=precision
+        payload, sensor_index, now_ms, limits, out, precision=precision, plant_index=plant_index
     )
     return DecodeResult(out.build(), rejections)
 
@@ -318,6 +326,7 @@ def decode_line_protocol_into(
     out: BatchBuilder,
     *,
     precision: str = "auto",
+    plant_index: Mapping[str, int] | None = None,
 ) -> list[Rejection]:
     """Decode one message, appending its valid readings to ``out``; return the rejections.
 
@@ -326,7 +335,8 @@ def decode_line_protocol_into(
     payload : bytes
         The MQTT message body: line protocol, one reading per line.
     sensor_index : dict
-        Sensor id → row in the sensor table.
+        Sensor id → row in the sensor table, for the sensors this message may
+        carry (those of the topic's site).
     now_ms : int
         Wall-clock time of arrival, ms: bounds timestamps, and is the timestamp
         of a line that has none.
@@ -338,6 +348,9 @@ def decode_line_protocol_into(
         Unit of the timestamps: ``"ns"``, ``"us"``, ``"ms"``, ``"s"`` or
         ``"auto"`` (inferred per line from the magnitude). Any other value
         raises :class:`ValueError`.
+    plant_index : mapping, optional
+        Every sensor of the plant: one here but not in ``sensor_index`` is
+        rejected ``wrong_site``.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -390,12 +403,9 @@ def decode_line_protocol_into(
         sid, v, q, ts_text = parsed
         s = lookup(sid) if sid is not None else None
         if s is None:
-            reject(Rejection(
-                "unknown_sensor",
-                "line has no 'sensor' tag" if sid is None
-                else f"sensor {sid!r} is not in the plant config",
-                i, raw[:_MAX_LINE_IN_READING],
-            ))
+            reason, detail = (("unknown_sensor", "line has no 'sensor' tag") if sid is None
+                              else wrong_site_or_unknown(sid, plant_index, limits))
+            reject(Rejection(reason, detail, i, raw[:_MAX_LINE_IN_READING]))
             continue
         if type(v) is float:
             fv = v
@@ -405,7 +415,7 @@ def decode_line_protocol_into(
             reject(Rejection(
                 "bad_value",
                 f"line has no 'value' field for sensor {sid}" if v is None
-                else f"value {v!r} of sensor {sid} is not a number",
+                else f"value {short(v)} of sensor {sid} is not a number",
                 i, raw[:_MAX_LINE_IN_READING],
             ))
             continue

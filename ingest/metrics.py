@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
+from typing import Protocol
 
-__all__ = ["IngestMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["IngestMetrics", "SourceCollector"]
+
+
+class _CountingSource(Protocol):
+    takeovers: int
+    disconnects: int
+
+
+class SourceCollector(Collector):
+    """What the MQTT source counts on paho's thread, read at each scrape of ``/metrics``."""
+
+    def __init__(self, source: _CountingSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "plantwatch_mqtt_session_takeovers",
+            "Connections lost to another client using the service's client id (suspected: "
+            "repeated close-and-take-back, or the persistent session gone on reconnect)",
+            value=self.source.takeovers)
+        yield CounterMetricFamily("plantwatch_mqtt_disconnects", "Broker connections lost",
+                                  value=self.source.disconnects)
 
 
 class IngestMetrics:
@@ -38,6 +64,10 @@ class IngestMetrics:
         )
         self.dead_letters = Counter(
             "plantwatch_dead_letters", "Dead letters published", registry=r
+        )
+        self.dead_letters_dropped = Counter(
+            "plantwatch_dead_letters_dropped",
+            "Dead letters counted but not handed to the broker, by why", ["why"], registry=r,
         )
         self.sparkplug_rebirths = Counter(
             "plantwatch_sparkplug_host_messages",

@@ -26,6 +26,17 @@ Session: a fixed client id and a persistent session (MQTT 5: clean start off
 with a session expiry; 3.1.1: ``clean_session=False``), so the broker keeps
 subscriptions and queues QoS 1 messages while we are away.
 Reconnects use paho's exponential backoff (the one place that does).
+
+The client id is the session: another client that connects with it takes the
+session over, and the broker hands it the queue, so readings it acknowledges
+never reach us. Only broker authentication prevents that (an ACL that lets
+only the service's user use its client id); this source notices it and says
+so (:attr:`MqttSource.session_problem`, on ``/healthz``, in the log and in
+``plantwatch_mqtt_session_takeovers_total``). Mosquitto closes the old
+connection without a reason a client can read (MQTT 3.1.1 and 5 alike), so a
+takeover is recognised by its shape: the connection is closed and the broker
+takes us straight back, again and again (two clients knocking each other off),
+or a reconnect finds the persistent session gone.
 Acknowledgements are tied to the connection that delivered the message; after
 a reconnect the broker redelivers unacknowledged messages, so acks of the old
 connection are dropped, never sent on the new one.
@@ -55,6 +66,14 @@ from ingest.errors import IngestError
 __all__ = ["BrokerAddress", "InboundMessage", "MqttSource", "parse_broker_url"]
 
 log = logging.getLogger(__name__)
+
+FLAP_RECONNECT_S = 5.0
+"""A connection lost and taken back within this long is a flap (the broker is up)."""
+FLAPS_FOR_TAKEOVER = 3
+"""This many flaps within ``FLAP_WINDOW_S`` mean another client uses our client id."""
+FLAP_WINDOW_S = 60.0
+SESSION_ALERT_S = 600.0
+"""How long a takeover stays reported after its last sign."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +131,7 @@ class MqttSource:
         qos: int = 1,
         clean_session: bool = False,
         max_pending: int = 5_000,
+        max_pending_bytes: int = 256 * 1024 * 1024,
         keepalive_s: int = 30,
         connect_timeout_s: float = 15.0,
         protocol: str = "3.1.1",
@@ -129,6 +149,12 @@ class MqttSource:
         self.topics = topics
         self.qos = qos
         self.max_pending = max_pending
+        # Messages are also bounded in bytes: 5,000 hostile 10 MB payloads
+        # must not be 50 GB in the inbox.
+        self.max_pending_bytes = max_pending_bytes
+        # Each written by one thread only (paho's, the loop's), so no lock.
+        self._bytes_in = 0
+        self._bytes_out = 0
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s
         self.clean_session = clean_session
@@ -143,6 +169,11 @@ class MqttSource:
         self.messages_received = 0
         self.reconnects = 0
         self.network_waits = 0
+        self.takeovers = 0
+        """Connections lost to another client using our client id (suspected; see notes)."""
+        self._lost_at: float | None = None
+        self._flaps: collections.deque[float] = collections.deque(maxlen=FLAPS_FOR_TAKEOVER)
+        self._session_alert: tuple[str, float] | None = None
         self._inbox: collections.deque[InboundMessage] = collections.deque()
         self._room = threading.Condition()
         self._consumer_waiting = False
@@ -189,6 +220,7 @@ class MqttSource:
         self.connected = True
         if self.generation > 1:
             self.reconnects += 1
+            self._judge_reconnect(bool(getattr(flags, "session_present", True)))
         client.subscribe([(t, self.qos) for t in self.topics])
         if self.on_connected is not None:
             try:
@@ -200,24 +232,65 @@ class MqttSource:
         if self._loop is not None and self._connected_once is not None:
             self._loop.call_soon_threadsafe(self._connected_once.set)
 
+    def _judge_reconnect(self, session_present: bool) -> None:
+        """Recognise a session taken over (see the module notes); paho's thread."""
+        now = time.monotonic()
+        problem = None
+        if not self.clean_session and not session_present:
+            problem = (f"the broker had no session for client id {self.client_id!r} on "
+                       "reconnect: another client took it over with a clean session (or the "
+                       "broker lost it); readings queued meanwhile may be lost")
+        if self._lost_at is not None and now - self._lost_at <= FLAP_RECONNECT_S:
+            self._flaps.append(now)
+            if (len(self._flaps) == FLAPS_FOR_TAKEOVER
+                    and now - self._flaps[0] <= FLAP_WINDOW_S):
+                problem = problem or (
+                    f"another client is connecting with this service's client id "
+                    f"{self.client_id!r}: the broker keeps closing our connection and taking "
+                    f"us straight back ({FLAPS_FOR_TAKEOVER} times within "
+                    f"{now - self._flaps[0]:.0f} s); readings it acknowledges are lost to "
+                    "us. Protect the client id with broker authentication")
+        if problem is None:
+            return
+        self.takeovers += 1
+        fresh = self._session_alert is None or now - self._session_alert[1] > SESSION_ALERT_S
+        self._session_alert = (problem, now)
+        if fresh:
+            log.error("MQTT session taken over: %s", problem)
+
+    @property
+    def session_problem(self) -> str | None:
+        """Why our broker session is not ours alone, while its last sign is recent; else None."""
+        alert = self._session_alert
+        if alert is None or time.monotonic() - alert[1] > SESSION_ALERT_S:
+            return None
+        return alert[0]
+
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         self.connected = False
+        self._lost_at = time.monotonic()
         self.disconnects += 1  # read by the pipeline (the Sparkplug host must hear of it)
         if not self._closing:
             log.warning("disconnected from %s (%s); paho reconnects with backoff", self.url,
                         reason)
 
+    def _full(self) -> bool:
+        return (len(self._inbox) >= self.max_pending
+                or self._bytes_in - self._bytes_out >= self.max_pending_bytes)
+
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if len(self._inbox) >= self.max_pending:
-            self.network_waits += 1  # 3.1.1 only: MQTT 5's Receive Maximum prevents it
+        if self._full():
+            self.network_waits += 1  # by count, 3.1.1 only: MQTT 5's Receive Maximum prevents it
             with self._room:
-                while len(self._inbox) >= self.max_pending and not self._closing:
+                while self._full() and not self._closing:
                     self._room.wait(0.5)
+        payload = bytes(msg.payload)
+        self._bytes_in += len(payload)
         self._inbox.append(
             InboundMessage(
-                msg.topic, bytes(msg.payload), msg.qos, msg.mid, self.generation,
+                msg.topic, payload, msg.qos, msg.mid, self.generation,
                 int(time.time() * 1000),
             )
         )
@@ -290,9 +363,13 @@ class MqttSource:
             self._consumer_waiting = False
         out: list[InboundMessage] = []
         popleft = self._inbox.popleft
+        taken = 0
         while self._inbox and len(out) < max_messages:
-            out.append(popleft())
-        if len(self._inbox) < self.max_pending:
+            m = popleft()
+            taken += len(m.payload)
+            out.append(m)
+        self._bytes_out += taken
+        if not self._full():
             with self._room:
                 self._room.notify_all()
         return out

@@ -9,7 +9,11 @@ So a ``kill -9`` at any point loses nothing the broker accepted, and a restart
 neither loses nor re-raises an alarm.
 
 Rejected messages and readings are dead-lettered (one dead letter each, with
-its reason) and counted; they never stop the loop.
+its reason) and counted; they never stop the loop. No input may: anything
+unexpected while handling one message dead-letters that message
+(``internal_error``, with the exception's class) and it is acknowledged with
+the rest, so a message that once failed can never fail the service again
+after the broker redelivers it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from detectors.batch import BatchBuilder, ReadingBatch
 from detectors.decide import Transitions
 from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
+from ingest import dead_letter
 from ingest.checkpoint import CheckpointFile, remap_state
 from ingest.decode_json import DecodeLimits, Rejection, decode_gateway_json_into
 from ingest.decode_lp import decode_line_protocol_into
@@ -58,6 +63,10 @@ against 10.4k–12.4k."""
 
 MAX_DEAD_LETTERS_PER_MESSAGE = 100
 SPARKPLUG_PREFIX = "spBv1.0/"
+MAX_TOPICS_CACHED = 4_096
+"""Topics whose subscription match is remembered; the cache starts again when full,
+so junk on ever-new topics costs a little time, never memory."""
+_INTERNAL_ERROR_LOG_EVERY_S = 10.0
 
 
 class MessageSource(Protocol):
@@ -159,6 +168,9 @@ class Pipeline:
         self.sparkplug = sparkplug
         self._messages: list[InboundMessage] = []
         self._topic_ours: dict[str, bool] = {}
+        self._site_index = table.by_site()
+        self._internal_errors = 0
+        self._internal_logged_at = -_INTERNAL_ERROR_LOG_EVERY_S
         self._next_tick = 0.0
         self._bite = 1000  # messages per receive; see _BITE_READINGS
         self._first_pending_at = 0.0
@@ -225,31 +237,73 @@ class Pipeline:
                         "it is born again")
 
     def handle(self, messages: list[InboundMessage]) -> None:
-        """Decode and validate messages into the pending batch; dead-letter rejects."""
+        """Decode and validate messages into the pending batch; dead-letter rejects.
+
+        Never raises for any message: see :meth:`_handle_one` and the module notes.
+        """
         if not self._messages:
             self._first_pending_at = time.monotonic()
         now_ms = int(self.clock() * 1000)
-        index = self.table.index
-        limits = self.config.decode_limits
         out = self._builder
         before = len(out)
         self.metrics.messages_received.inc(len(messages))
         self._messages.extend(messages)
         for msg in messages:
-            if not self._is_ours(msg.topic):
-                # Some brokers (amqtt) hand new clients retained messages of topics
-                # they never subscribed to; they are not ours to judge.
-                continue
-            if msg.topic.startswith(SPARKPLUG_PREFIX):
-                rejections = self._sparkplug(msg, now_ms)
-            elif msg.topic.endswith("/lp"):
-                rejections = decode_line_protocol_into(msg.payload, index, now_ms, limits, out)
-            else:
-                rejections = decode_gateway_json_into(msg.payload, index, now_ms, limits, out)
+            mark = len(out), len(self._historical)
+            try:
+                rejections = self._handle_one(msg, now_ms)
+            except Exception as exc:
+                # A bug of ours that this input found. The message's readings
+                # are taken back (they may be half appended) and it is
+                # dead-lettered and acknowledged with the rest: redelivered,
+                # it would fail the same way.
+                out.truncate(mark[0])
+                self._historical.truncate(mark[1])
+                rejections = [self._internal_error(msg, exc)]
             if rejections:
                 self._dead_letter(msg, rejections)
         self.metrics.readings_received.inc(len(out) - before)
         self.metrics.pending_readings.set(len(out))
+
+    def _handle_one(self, msg: InboundMessage, now_ms: int) -> list[Rejection]:
+        """Decode one message into the pending batch; its rejections."""
+        topic = msg.topic
+        limits = self.config.decode_limits
+        if len(topic) > limits.max_topic_chars or topic.count("/") >= limits.max_topic_levels:
+            return [Rejection("bad_topic", f"topic of {len(topic)} characters and "
+                              f"{topic.count('/') + 1} levels; the limits are "
+                              f"{limits.max_topic_chars} and {limits.max_topic_levels}")]
+        if not self._is_ours(topic):
+            # Some brokers (amqtt) hand new clients retained messages of topics
+            # they never subscribed to; they are not ours to judge.
+            return []
+        if topic.startswith(SPARKPLUG_PREFIX):
+            return self._sparkplug(msg, now_ms)
+        levels = topic.split("/")
+        if len(levels) < 3 or not levels[1]:
+            return [Rejection("bad_topic", "expected plant/<site>/<gateway> (or "
+                              "plant/<site>/lp): the topic names the site its readings "
+                              "belong to")]
+        index = self._site_index.get(levels[1], {})
+        plant = self.table.index
+        if levels[-1] == "lp":
+            return decode_line_protocol_into(msg.payload, index, now_ms, limits, self._builder,
+                                             plant_index=plant)
+        return decode_gateway_json_into(msg.payload, index, now_ms, limits, self._builder,
+                                        plant_index=plant)
+
+    def _internal_error(self, msg: InboundMessage, exc: Exception) -> Rejection:
+        self._internal_errors += 1
+        now = time.monotonic()
+        if now - self._internal_logged_at >= _INTERNAL_ERROR_LOG_EVERY_S:
+            self._internal_logged_at = now
+            log.error("handling a message on topic %.200r raised %s (%d such messages so "
+                      "far); it is dead-lettered as internal_error and acknowledged",
+                      msg.topic, type(exc).__name__, self._internal_errors, exc_info=exc)
+        return Rejection("internal_error",
+                         f"handling this message raised {type(exc).__name__}; it was "
+                         "dead-lettered and acknowledged so it cannot stop the service "
+                         "(please report it with this dead letter)")
 
     def _sparkplug(self, msg: InboundMessage, now_ms: int) -> list[Rejection]:
         """Feed the Sparkplug host; send the rebirth requests it decides on."""
@@ -274,7 +328,7 @@ class Pipeline:
                 self.metrics.messages_rejected.labels(rej.reason).inc()
             else:
                 self.metrics.readings_rejected.labels(rej.reason).inc()
-            self._publish_dead_letter(orjson.dumps(rej.to_dead_letter(now_ms), default=repr))
+            self._publish_dead_letter(dead_letter.encode(rej.to_dead_letter(now_ms)))
 
     def _publish_host(self, messages: list[HostMessage]) -> None:
         for m in messages:
@@ -285,8 +339,9 @@ class Pipeline:
         ours = self._topic_ours.get(topic)
         if ours is None:
             ours = any(topic_matches_sub(sub, topic) for sub in self.source.topics)
-            if len(self._topic_ours) < 100_000:
-                self._topic_ours[topic] = ours
+            if len(self._topic_ours) >= MAX_TOPICS_CACHED:
+                self._topic_ours.clear()
+            self._topic_ours[topic] = ours
         return ours
 
     def _dead_letter(self, msg: InboundMessage, rejections: list[Rejection]) -> None:
@@ -298,26 +353,26 @@ class Pipeline:
             else:
                 self.metrics.readings_rejected.labels(rej.reason).inc()
         for rej in rejections[:MAX_DEAD_LETTERS_PER_MESSAGE]:
-            letter = rej.to_dead_letter(msg.topic, msg.payload, msg.received_ms)
-            try:
-                body = orjson.dumps(letter)
-            except TypeError:
-                letter["reading"] = repr(letter.get("reading"))
-                body = orjson.dumps(letter)
-            self._publish_dead_letter(body)
+            self._publish_dead_letter(dead_letter.encode(
+                rej.to_dead_letter(msg.topic, msg.payload, msg.received_ms)))
         if len(rejections) > MAX_DEAD_LETTERS_PER_MESSAGE:
             by_reason: dict[str, int] = {}
             for rej in rejections[MAX_DEAD_LETTERS_PER_MESSAGE:]:
                 by_reason[rej.reason] = by_reason.get(rej.reason, 0) + 1
-            self._publish_dead_letter(orjson.dumps({
+            self._publish_dead_letter(dead_letter.encode({
                 "topic": msg.topic, "reason": "more_rejections",
                 "detail": f"{sum(by_reason.values())} more rejected readings in this message",
                 "by_reason": by_reason, "received_ms": msg.received_ms,
             }))
 
     def _publish_dead_letter(self, body: bytes) -> None:
-        self.source.publish(self.config.deadletter_topic, body, qos=1)
+        """Publish one dead letter; a publish that fails is counted, never raised."""
         self.metrics.dead_letters.inc()
+        try:
+            self.source.publish(self.config.deadletter_topic, body, qos=1)
+        except Exception as exc:  # the dead-letter path must not fail the loop
+            self.metrics.dead_letters_dropped.labels(type(exc).__name__).inc()
+            log.warning("a dead letter could not be published: %r", exc)
 
     def dead_letter_refused(self, batch: ReadingBatch, detail: str) -> None:
         """Readings the store refused (a 4xx): one dead letter naming them."""

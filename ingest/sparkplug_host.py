@@ -29,8 +29,19 @@ What it keeps per edge node (``spBv1.0/<group>/…/<edge node>``):
   which are stale now.
 
 Rebirth requests (NCMD ``Node Control/Rebirth``) are rate-limited per node to
-one per ``rebirth_interval_ms``; a request wanted during that interval is sent
-by the first :meth:`tick` after it, if the node still has not been reborn.
+one per ``rebirth_interval_ms``, and overall to ``max_rebirths_per_s`` (junk
+on many node ids must not make the host flood the broker with commands); a
+request wanted meanwhile is sent by a later :meth:`tick`, if the node still
+has not been reborn.
+
+Hostile input is bounded: given the plant's nodes (``nodes``: its
+``(site, gateway)`` pairs), a message of any other node is rejected
+(``unknown_node``), earns no rebirth and leaves no trace in the host's
+tables; without them, at most ``max_nodes`` nodes are tracked. A payload of
+more than ``limits.max_metrics`` metrics is rejected whole
+(``too_many_metrics``), and so is a birth that would define more than that
+many metrics on one node. Given ``site_index`` (site → its sensors), a birth
+naming a sensor of another site than its group is refused (``wrong_site``).
 
 Metric names are the plant's sensor ids (see :mod:`sparkplug`). Sparkplug's
 own metrics (``bdSeq``, ``Node Control/…``, ``Device Control/…``,
@@ -46,7 +57,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from math import isfinite
 from typing import Any
@@ -87,6 +98,7 @@ _CONTROL_PREFIXES = ("Node Control/", "Device Control/", "Properties/", "Node In
 _RECENT_SEQS = 64
 # Held messages beyond this many are not waited for: the gap is declared at once.
 _MAX_HELD = 128
+_NO_SENSORS: Mapping[str, int] = {}
 
 NodeKey = tuple[str, str]
 
@@ -224,6 +236,14 @@ class SparkplugHost:
         At most one rebirth request per node per this interval.
     limits : DecodeLimits, optional
         Payload size and timestamp bounds, shared with the JSON decoder.
+    nodes : collection of (group, edge node), optional
+        The plant's edge nodes (site, gateway); messages of others are refused.
+    site_index : mapping, optional
+        Site → (sensor id → row): a node's births may name only its group's sensors.
+    max_rebirths_per_s : float
+        Rebirth requests sent overall, per second (bursts of up to 5 s worth).
+    max_nodes : int
+        Most edge nodes tracked when ``nodes`` is not given.
     """
 
     def __init__(
@@ -234,6 +254,10 @@ class SparkplugHost:
         reorder_timeout_ms: int = 2000,
         rebirth_interval_ms: int = 5000,
         limits: DecodeLimits | None = None,
+        nodes: Collection[NodeKey] | None = None,
+        site_index: Mapping[str, Mapping[str, int]] | None = None,
+        max_rebirths_per_s: float = 10.0,
+        max_nodes: int = 10_000,
     ) -> None:
         check_id(host_id, "host id")
         if reorder_timeout_ms < 0 or rebirth_interval_ms < 0:
@@ -247,6 +271,18 @@ class SparkplugHost:
         self.reorder_timeout_ms = reorder_timeout_ms
         self.rebirth_interval_ms = rebirth_interval_ms
         self.limits = limits if limits is not None else DecodeLimits()
+        if max_rebirths_per_s <= 0 or max_nodes <= 0:
+            raise ValueError(f"max_rebirths_per_s={max_rebirths_per_s} and max_nodes="
+                             f"{max_nodes} must be positive")
+        self.known_nodes = frozenset(nodes) if nodes is not None else None
+        self.site_index = site_index
+        self.max_nodes = max_nodes
+        self.max_rebirths_per_s = max_rebirths_per_s
+        self._rebirth_burst = max(1.0, 5 * max_rebirths_per_s)
+        self._rebirth_tokens = self._rebirth_burst
+        self._tokens_at_ms: int | None = None
+        self.rebirths_deferred = 0
+        """Rebirth requests put off by the overall limit (sent later if still wanted)."""
         self._nodes: dict[NodeKey, _Node] = {}
         self._stale: set[str] = set()
         self._birth_ms: int | None = None
@@ -316,15 +352,21 @@ class SparkplugHost:
         mt = parsed.message_type
         if mt in (MessageType.NCMD, MessageType.DCMD):
             return out  # commands are for edge nodes (ours included); nothing to read
+        node = self._node(parsed, topic, payload, out)
+        if node is None:
+            return out
         try:
             decoded = decode_payload(payload, topic)
         except PayloadError as exc:
             self._reject(out, topic, payload, "bad_payload", str(exc))
             if mt is not MessageType.NDEATH:
-                node = self._node(parsed)
                 self._want_rebirth(node, now_ms, out)
             return out
-        node = self._node(parsed)
+        if len(decoded.metrics) > self.limits.max_metrics:
+            self._reject(out, topic, payload, "too_many_metrics",
+                         f"{len(decoded.metrics)} metrics is above the limit of "
+                         f"{self.limits.max_metrics} per payload")
+            return out
         if mt is MessageType.NBIRTH:
             self._flush_held(node, out)
             self._node_birth(node, topic, payload, decoded, now_ms, out)
@@ -373,11 +415,26 @@ class SparkplugHost:
 
     # -- births and deaths ---------------------------------------------------
 
-    def _node(self, topic: NodeTopic) -> _Node:
+    def _node(self, topic: NodeTopic, topic_text: str, payload: bytes,
+              out: HostOutput) -> _Node | None:
+        """The node's state, made on its first message; None (and a rejection) for a node
+        that is not the plant's, or one past ``max_nodes``."""
         key = topic.node
         node = self._nodes.get(key)
-        if node is None:
-            node = self._nodes[key] = _Node(topic.group, topic.edge_node)
+        if node is not None:
+            return node
+        if self.known_nodes is not None and key not in self.known_nodes:
+            self._reject(out, topic_text, payload, "unknown_node",
+                         f"edge node {topic.group[:64]}/{topic.edge_node[:64]} is not a "
+                         "site/gateway of the plant config (group = site id, edge node = "
+                         "gateway id)")
+            return None
+        if len(self._nodes) >= self.max_nodes:
+            self._reject(out, topic_text, payload, "too_many_nodes",
+                         f"{len(self._nodes)} edge nodes are tracked already (limit "
+                         f"{self.max_nodes}); give the host the plant's nodes")
+            return None
+        node = self._nodes[key] = _Node(topic.group, topic.edge_node)
         return node
 
     def _node_birth(self, node: _Node, topic_text: str, payload_bytes: bytes,
@@ -440,6 +497,14 @@ class SparkplugHost:
         for key in [k for k in node.names if k[0] == device]:
             del node.names[key]
         sensors: set[str] = set()
+        if len(node.names) + len(payload.metrics) > self.limits.max_metrics:
+            self._reject(out, topic_text, payload_bytes, "too_many_metrics",
+                         f"this birth would define {len(node.names) + len(payload.metrics)} "
+                         f"metrics on edge node {node.group}/{node.edge_node}; the limit is "
+                         f"{self.limits.max_metrics}")
+            node.sensors[device] = sensors
+            return
+        own = self._sensors_of(node.group)
         for i, m in enumerate(payload.metrics):
             if m.name is None:
                 self._reject(out, topic_text, payload_bytes, "bad_metric",
@@ -461,8 +526,13 @@ class SparkplugHost:
                                  "aliases must be unique per edge node", i, _metric_repr(m))
                 else:
                     node.aliases[m.alias] = d
-            if m.name in self.sensor_index:
+            if m.name in own:
                 sensors.add(m.name)
+            elif m.name in self.sensor_index:
+                self._reject(out, topic_text, payload_bytes, "wrong_site",
+                             f"sensor {m.name!r} belongs to another site than group "
+                             f"{node.group!r}; an edge node publishes only its own site's "
+                             "sensors", i, _metric_repr(m))
             elif m.name != BD_SEQ_METRIC and not m.name.startswith(_CONTROL_PREFIXES):
                 self._reject(out, topic_text, payload_bytes, "unknown_sensor",
                              f"metric {m.name!r} is not a sensor in the plant config",
@@ -573,7 +643,7 @@ class SparkplugHost:
                              + (f"/{device}" if device else "") + "; rebirth requested",
                              i, _metric_repr(m))
                 continue
-            index = self.sensor_index.get(d.name)
+            index = self._sensors_of(node.group).get(d.name)
             if index is None or m.is_null:
                 continue  # not a sensor (reported at birth), or explicitly no value
             value = m.value if m.datatype is not None else decode_value(m.value, d.datatype)
@@ -603,6 +673,12 @@ class SparkplugHost:
 
     # -- rebirth requests and rejections -------------------------------------
 
+    def _sensors_of(self, group: str) -> Mapping[str, int]:
+        """The sensors a node of ``group`` (a site) may publish."""
+        if self.site_index is None:
+            return self.sensor_index
+        return self.site_index.get(group, _NO_SENSORS)
+
     def _want_rebirth(self, node: _Node, now_ms: int, out: HostOutput) -> None:
         if (node.last_rebirth_ms is None
                 or now_ms - node.last_rebirth_ms >= self.rebirth_interval_ms):
@@ -610,7 +686,29 @@ class SparkplugHost:
         else:
             node.rebirth_pending = True
 
+    def _take_rebirth_token(self, now_ms: int) -> bool:
+        """The overall rebirth limit: a token bucket refilled at ``max_rebirths_per_s``."""
+        if self._tokens_at_ms is not None and now_ms > self._tokens_at_ms:
+            self._rebirth_tokens = min(
+                self._rebirth_burst,
+                self._rebirth_tokens + (now_ms - self._tokens_at_ms) / 1000
+                * self.max_rebirths_per_s)
+        self._tokens_at_ms = now_ms if self._tokens_at_ms is None else max(self._tokens_at_ms,
+                                                                           now_ms)
+        if self._rebirth_tokens < 1.0:
+            return False
+        self._rebirth_tokens -= 1.0
+        return True
+
     def _send_rebirth(self, node: _Node, now_ms: int, out: HostOutput) -> None:
+        if not self._take_rebirth_token(now_ms):
+            # Put off, not forgotten: tick() sends it once the limit allows.
+            if not node.rebirth_pending:
+                self.rebirths_deferred += 1
+            node.rebirth_pending = True
+            if node.last_rebirth_ms is None:
+                node.last_rebirth_ms = now_ms - self.rebirth_interval_ms
+            return
         out.publish.append(HostMessage(node.ncmd_topic, rebirth_command(now_ms), qos=0))
         node.last_rebirth_ms = now_ms
         node.rebirth_pending = False

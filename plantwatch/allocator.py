@@ -15,7 +15,11 @@ batches: 1,077–1,374 µs against 1,922–2,351 µs.
 :func:`keep_freed_memory` asks glibc to serve blocks up to 32 MiB from the
 heap and to keep up to 256 MiB of free heap top, so a steady stream of
 batches reuses the same pages. The price is that the process holds on to
-memory it freed, up to its peak batch. Where the allocator is not glibc, or
+memory it freed, up to its peak: after a burst (a backlog drained, or a few
+hostile 10 MB messages) it would stay hundreds of MB above its steady size.
+So the service calls :func:`release_freed_memory` every
+``RELEASE_INTERVAL_S``: the steady stream keeps its pages between calls, and
+a burst's memory goes back to the kernel within that interval. Where the allocator is not glibc, or
 the operator set glibc's own ``MALLOC_*`` or ``GLIBC_TUNABLES`` variables,
 nothing is changed.
 """
@@ -24,10 +28,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["RELEASE_INTERVAL_S", "keep_freed_memory", "release_freed_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,32 @@ _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling for this setting on 64-bit
 _TRIM_THRESHOLD = 256 * 1024 * 1024
 _OPERATOR_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+RELEASE_INTERVAL_S = 30.0
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Return the heap's free memory to the kernel (glibc ``malloc_trim(0)``).
+
+    Returns whether glibc released anything; False where it is not glibc.
+    """
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))
 
 
 def keep_freed_memory() -> bool:

@@ -35,7 +35,7 @@ from ingest.checkpoint import CheckpointFile
 from ingest.decode_json import DecodeLimits
 from ingest.errors import StoreError
 from ingest.influx import InfluxStore
-from ingest.metrics import IngestMetrics
+from ingest.metrics import IngestMetrics, SourceCollector
 from ingest.mqtt_source import MqttSource
 from ingest.pipeline import Pipeline, PipelineConfig, restore_alarm_state
 from ingest.sparkplug_host import SparkplugHost
@@ -44,6 +44,7 @@ from ingest.sqlite_store import SQLiteStore
 from ingest.store import ReadingStore
 from ingest.writer import StoreWriter
 from plantwatch.alarm_config import AlarmConfig, load_alarm_config
+from plantwatch.allocator import RELEASE_INTERVAL_S, release_freed_memory
 from plantwatch.config import PlantConfig, load_plant
 from plantwatch.mspc_models import (
     MspcGroups,
@@ -115,6 +116,18 @@ class Service:
         self.alarms = self._make_alarm_system(state_dir)
         restore_alarm_state(self.table, self.detector, self.alarms, self.checkpoint)
         self.tokens = TokenStore(settings.api.tokens_file or state_dir / "tokens.json")
+        ing = settings.ingest
+        decode_limits = DecodeLimits(
+            max_payload_bytes=ing.max_payload_bytes,
+            max_readings=ing.max_readings_per_message,
+            max_future_skew_ms=int(ing.max_future_skew_s * 1000),
+            max_age_ms=int(ing.max_age_days * 86_400_000),
+            max_depth=ing.max_json_depth,
+            max_id_chars=ing.max_id_chars,
+            max_topic_chars=ing.max_topic_chars,
+            max_topic_levels=ing.max_topic_levels,
+            max_metrics=ing.max_sparkplug_metrics,
+        )
         sp = settings.sparkplug
         self.sparkplug: SparkplugHost | None = None
         topics = list(settings.mqtt.topics)
@@ -122,7 +135,9 @@ class Service:
         if sp.enabled:
             self.sparkplug = SparkplugHost(
                 sp.host_id, self.table.index, reorder_timeout_ms=sp.reorder_timeout_ms,
-                rebirth_interval_ms=sp.rebirth_interval_ms)
+                rebirth_interval_ms=sp.rebirth_interval_ms, limits=decode_limits,
+                nodes=self.table.nodes(), site_index=self.table.by_site(),
+                max_rebirths_per_s=sp.max_rebirths_per_s)
             topics.append(sp.topic)
             # One Will for the client's life: each STATE birth repeats its
             # timestamp, so no birth ever looks older than its death.
@@ -152,7 +167,6 @@ class Service:
             fire_control=self.alarm_config.fire_control,
             area_site={area.id: site for site, area in self.plant.areas()},
         )
-        ing = settings.ingest
         self.pipeline = Pipeline(
             table=self.table,
             source=self.source,
@@ -165,17 +179,13 @@ class Service:
                 flush_max_readings=ing.flush_max_readings,
                 flush_interval_s=ing.flush_interval_s,
                 deadletter_topic=settings.mqtt.deadletter_topic,
-                decode_limits=DecodeLimits(
-                    max_payload_bytes=ing.max_payload_bytes,
-                    max_readings=ing.max_readings_per_message,
-                    max_future_skew_ms=int(ing.max_future_skew_s * 1000),
-                    max_age_ms=int(ing.max_age_days * 86_400_000),
-                ),
+                decode_limits=decode_limits,
             ),
             on_alarm_outcome=self.notifier,
             sparkplug=self.sparkplug,
         )
         self.writer.on_refused = self.pipeline.dead_letter_refused
+        self.metrics.registry.register(SourceCollector(self.source))
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._api_socket: socket.socket | None = None
@@ -206,9 +216,12 @@ class Service:
     def health(self) -> dict[str, Any]:
         connected = self.source.connected
         store_up = self.writer.store_up
+        session_problem = self.source.session_problem
+        status = "ok" if connected and store_up else "degraded"
         return {
-            "status": "ok" if connected and store_up else "degraded",
+            "status": "error" if session_problem else status,
             "mqtt_connected": connected,
+            "mqtt_session": session_problem or "ours",
             "store": self.settings.store,
             "store_up": store_up,
             "spool_readings": self.spool.readings,
@@ -293,6 +306,13 @@ class Service:
         while not await self._try_start_store():  # noqa: ASYNC110 - a retry, not a wait
             await asyncio.sleep(backoff.next())
 
+    @staticmethod
+    async def _release_memory() -> None:
+        """Give a burst's freed memory back every so often (see plantwatch.allocator)."""
+        while True:
+            await asyncio.sleep(RELEASE_INTERVAL_S)
+            release_freed_memory()
+
     async def run(self) -> None:
         self.bind_api()
         assert self._api_socket is not None
@@ -315,6 +335,7 @@ class Service:
                     await exits.enter_async_context(self.webhooks)
                     webhooks = tg.create_task(self.webhooks.run(), name="webhooks")
                 pipeline = tg.create_task(self.pipeline.run(), name="pipeline")
+                memory = tg.create_task(self._release_memory(), name="release-memory")
                 api = tg.create_task(server.serve(sockets=[self._api_socket]), name="api")
                 while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
                     await asyncio.sleep(0.01)
@@ -322,6 +343,7 @@ class Service:
                 log.info("plantwatch running: API on http://%s:%d", self.settings.api.host,
                          self.api_port)
                 await self._stop.wait()
+                memory.cancel()
                 pipeline.cancel()
                 if self.pipeline.pending_messages or self.pipeline.pending_readings:
                     await self.pipeline.flush()

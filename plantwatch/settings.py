@@ -85,6 +85,12 @@ class IngestSettings(BaseModel):
     max_readings_per_message: int = Field(100_000, ge=1)
     max_future_skew_s: float = Field(300.0, ge=0)
     max_age_days: float = Field(30.0, gt=0)
+    # Every dimension of input is bounded (README, "Input limits").
+    max_json_depth: int = Field(16, ge=3, le=512)
+    max_id_chars: int = Field(128, ge=8, le=4096)
+    max_topic_chars: int = Field(256, ge=16, le=65_535)
+    max_topic_levels: int = Field(8, ge=3, le=128)
+    max_sparkplug_metrics: int = Field(10_000, ge=1)
 
 
 class ApiSettings(BaseModel):
@@ -122,6 +128,8 @@ class SparkplugSettings(BaseModel):
     topic: str = "spBv1.0/#"
     reorder_timeout_ms: int = Field(2000, ge=0)
     rebirth_interval_ms: int = Field(5000, ge=0)
+    # Rebirth requests overall (all nodes together), per second.
+    max_rebirths_per_s: float = Field(10.0, gt=0)
 
 
 class NotifySettings(BaseModel):
