@@ -6,7 +6,9 @@ import asyncio
 import itertools
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.mqtt_source import MqttSource
 from simulators import MqttPublisher
@@ -68,3 +70,33 @@ async def test_unacked_messages_come_back_to_a_new_connection(mosquitto: Any,
             again += [int(m.payload) for m in batch]
             source.ack(batch)
         assert sorted(again) == list(range(5, 20))
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_a_client_taking_our_session_is_reported_not_silent(mosquitto: Any,
+                                                                  protocol: str) -> None:
+    """Another client with the service's client id takes the session (and its queue)
+    each time it connects; the two knock each other off. The source must say so:
+    ``session_problem`` (shown on /healthz) and ``takeovers`` (on /metrics)."""
+    n = next(_ids)
+    client_id = f"victim-{n}"
+    async with MqttSource(mosquitto.url, client_id, [f"plant/victim{n}/#"],
+                          protocol=protocol) as source:
+        await asyncio.sleep(0.5)
+        assert source.session_problem is None and source.takeovers == 0
+        impostor = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                               clean_session=False)
+        impostor.reconnect_delay_set(1, 1)
+        impostor.connect(mosquitto.host, mosquitto.port)
+        impostor.loop_start()
+        try:
+            for _ in range(150):  # at most 15 s; flaps come about once a second
+                if source.session_problem is not None:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            impostor.loop_stop()
+            impostor.disconnect()
+        assert source.session_problem is not None
+        assert client_id in source.session_problem
+        assert source.takeovers >= 1
