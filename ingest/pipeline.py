@@ -43,7 +43,7 @@ from ingest.decode_json import DecodeLimits, Rejection, decode_gateway_json_into
 from ingest.decode_lp import decode_line_protocol_into
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_source import InboundMessage
-from ingest.sparkplug_host import HostMessage, HostRejection, SparkplugHost
+from ingest.sparkplug_host import HostMessage, HostOutput, HostRejection, SparkplugHost
 from ingest.writer import StoreWriter, WriteJob
 
 __all__ = ["MessageSource", "Pipeline", "PipelineConfig", "restore_alarm_state"]
@@ -332,7 +332,12 @@ class Pipeline:
 
     def _publish_host(self, messages: list[HostMessage]) -> None:
         for m in messages:
-            self.source.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+            try:
+                self.source.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+            except Exception as exc:  # a command not sent must not stop the loop
+                log.warning("the Sparkplug host's message to %.200r was not sent: %r",
+                            m.topic, exc)
+                continue
             self.metrics.sparkplug_rebirths.inc()
 
     def _is_ours(self, topic: str) -> bool:
@@ -374,6 +379,21 @@ class Pipeline:
             self.metrics.dead_letters_dropped.labels(type(exc).__name__).inc()
             log.warning("a dead letter could not be published: %r", exc)
 
+    def _batch_failed(self, batch: ReadingBatch, messages: list[InboundMessage],
+                      exc: Exception) -> None:
+        self._internal_errors += 1
+        log.error("detecting on a batch of %d readings from %d messages raised %s; the "
+                  "readings are stored and acknowledged, their detections are lost",
+                  len(batch), len(messages), type(exc).__name__, exc_info=exc)
+        self.metrics.messages_rejected.labels("internal_error").inc()
+        topics = sorted({m.topic for m in messages})
+        self._publish_dead_letter(dead_letter.encode({
+            "topic": topics[0] if len(topics) == 1 else None, "reason": "internal_error",
+            "detail": f"detecting on these readings raised {type(exc).__name__}; they were "
+                      "stored and acknowledged without detection (please report it)",
+            "readings": len(batch), "messages": len(messages), "topics": topics[:32],
+        }))
+
     def dead_letter_refused(self, batch: ReadingBatch, detail: str) -> None:
         """Readings the store refused (a 4xx): one dead letter naming them."""
         ids = sorted({self.table.ids[s] for s in batch.sensor.tolist()})
@@ -387,7 +407,12 @@ class Pipeline:
         """Judge silence (no-data faults) and let alarm time pass (shelves, re-alarms, floods)."""
         now_ms = int(self.clock() * 1000)
         if self.sparkplug is not None:
-            held = self.sparkplug.tick(now_ms)  # seq gaps past their reorder timeout
+            try:
+                held = self.sparkplug.tick(now_ms)  # seq gaps past their reorder timeout
+            except Exception as exc:  # held input found a bug: say so, keep running
+                log.error("the Sparkplug host's tick raised %s", type(exc).__name__,
+                          exc_info=exc)
+                held = HostOutput()
             self._publish_host(held.publish)
             held.append_to(self._builder, self._historical)
             self._dead_letter_host(held.rejections, now_ms)
@@ -491,12 +516,19 @@ class Pipeline:
 
         received = min((m.received_ms for m in messages), default=0)
         if len(batch):
-            records = self._suppression_records(batch) if self._rules else []
             arrived = max((m.received_ms for m in messages),
                           default=int(self.clock() * 1000))  # released by a gap timeout
-            self.detector.update(batch, received_ms=arrived)
-            records += self._condition_records(self.detector.transitions,
-                                               self.detector.groups.last_contributions)
+            try:
+                records = self._suppression_records(batch) if self._rules else []
+                self.detector.update(batch, received_ms=arrived)
+                records += self._condition_records(self.detector.transitions,
+                                                   self.detector.groups.last_contributions)
+            except Exception as exc:
+                # A bug of ours that these readings found. They are still stored
+                # and acknowledged (redelivered, they would fail the same way);
+                # what failed is said loudly, once per batch.
+                records = []
+                self._batch_failed(batch, messages, exc)
             self._commit(records, detector_moved=True)
 
         def acknowledge() -> None:

@@ -252,3 +252,28 @@ class HostOutputs:
         outs = [host.handle(m.topic, m.payload, now_ms) for m in messages]
         self.reasons = [r.reason for o in outs for r in o.rejections]
         self.readings = [r for o in outs for r in o.readings]
+
+
+async def test_readings_whose_detection_fails_are_stored_acked_and_reported(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug found in the detectors by a batch loses that batch's detections, never the
+    readings, and never the service: the next batch is detected as usual."""
+    rig = Rig(tmp_path)
+    real = rig.detector.update
+
+    def buggy(batch, **kw):  # type: ignore[no-untyped-def]
+        if (batch.value == 42.0).any():
+            raise FloatingPointError("a bug found by these readings")
+        return real(batch, **kw)
+
+    monkeypatch.setattr(rig.detector, "update", buggy)
+    async with rig.running():
+        bad = rig.source.feed("plant/s1/gw", gateway(NOW, LEL_1=42.0))
+        await until(lambda: bad in rig.source.acked)
+        good = rig.source.feed("plant/s1/gw", gateway(NOW + 1, LEL_1=60.0))
+        await until(lambda: good in rig.source.acked)
+        await until(lambda: "LEL-1:hh:raise" in rig.announced)
+        assert await rig.store.count_readings() == 2
+    [letter] = letters(rig)
+    assert letter["reason"] == "internal_error" and letter["readings"] == 1
+    assert "FloatingPointError" in str(letter["detail"])
