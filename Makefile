@@ -4,7 +4,7 @@ VENV   ?= .venv
 PORT   ?= 8000
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench system-deps clean
+.PHONY: demo test lint typecheck unit bench system-deps clean fuzz
 
 # Stock Debian ships python3 without venv/ensurepip (package python3-venv).
 $(BIN)/python:
@@ -71,6 +71,30 @@ bench: system-deps $(VENV)/.installed-test
 	$(BIN)/python benchmarks/ingest_throughput.py
 	$(BIN)/python benchmarks/detector_throughput.py
 	$(BIN)/python benchmarks/alarm_throughput.py
+
+## fuzz: coverage-guided fuzzers (atheris) of the three payload decoders; see fuzz/README.md.
+## Each harness first runs its seeds once (regressions), then fuzzes a copy of them for
+## FUZZ_SECONDS; fails if any finds a crash (the inputs are in $(FUZZ_DIR)/crashes/).
+FUZZ_SECONDS ?= 60
+FUZZ_MAX_LEN ?= 2048
+FUZZ_DIR     ?= var/fuzz
+fuzz: $(VENV)/.installed-test
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || \
+	  $(BIN)/pip install --quiet --only-binary=atheris atheris
+	@mkdir -p $(FUZZ_DIR)/crashes
+	@failed=""; \
+	for h in json lp sparkplug; do \
+	  echo "== fuzz_$$h: the seeds of fuzz/corpus/$$h, then $(FUZZ_SECONDS) s of fuzzing"; \
+	  rm -rf $(FUZZ_DIR)/corpus-$$h && cp -r fuzz/corpus/$$h $(FUZZ_DIR)/corpus-$$h; \
+	  $(BIN)/python fuzz/fuzz_$$h.py -timeout=10 fuzz/corpus/$$h/* \
+	  && $(BIN)/python fuzz/fuzz_$$h.py $(FUZZ_DIR)/corpus-$$h -dict=fuzz/$$h.dict \
+	       -max_len=$(FUZZ_MAX_LEN) -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	       -artifact_prefix=$(FUZZ_DIR)/crashes/$$h- -print_final_stats=1 \
+	  || failed="$$failed fuzz_$$h"; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	  echo "FAILED:$$failed (traceback above; input: its 'Running:' seed or $(FUZZ_DIR)/crashes/)"; exit 1; \
+	fi
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

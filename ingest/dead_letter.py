@@ -15,6 +15,7 @@ payload's first KiB (``payload_head``) is there for the rest.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -34,7 +35,13 @@ _SCALARS = (bool, int, float, type(None))
 
 
 def _text(s: str) -> str:
-    return s if len(s) <= MAX_TEXT else f"{s[:MAX_TEXT]}…(+{len(s) - MAX_TEXT} chars)"
+    if len(s) > MAX_TEXT:
+        s = f"{s[:MAX_TEXT]}…(+{len(s) - MAX_TEXT} chars)"
+    if not s.isascii():
+        # A lone surrogate (JSON "\ud800", read by the stdlib parser) is not
+        # UTF-8 and orjson refuses it: it is echoed escaped instead.
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
 
 
 def bounded(value: Any, depth: int = 0) -> Any:
@@ -57,12 +64,12 @@ def bounded(value: Any, depth: int = 0) -> Any:
         if depth >= MAX_DEPTH:
             return f"<{type(value).__name__} nested deeper than {MAX_DEPTH}: not echoed>"
         if isinstance(value, dict):
-            items = list(value.items())[:MAX_ITEMS]
+            items = list(itertools.islice(value.items(), MAX_ITEMS))
             out: dict[str, Any] = {_text(str(k)): bounded(v, depth + 1) for k, v in items}
             if len(value) > MAX_ITEMS:
                 out["…"] = f"{len(value) - MAX_ITEMS} more keys not echoed"
             return out
-        kept = [bounded(v, depth + 1) for v in list(value[:MAX_ITEMS])]
+        kept = [bounded(v, depth + 1) for v in value[:MAX_ITEMS]]
         if len(value) > MAX_ITEMS:
             kept.append(f"… {len(value) - MAX_ITEMS} more items not echoed")
         return kept

@@ -100,6 +100,14 @@ class DecodeResult:
         return any(r.index is None for r in self.rejections)
 
 
+def _int64_or_float(text: str) -> int | float:
+    if len(text) <= 20:
+        n = int(text)
+        if -(2**63) <= n < 2**64:
+            return n
+    return float(text)
+
+
 def _loads(payload: bytes) -> Any:
     try:
         return orjson.loads(payload)
@@ -107,8 +115,11 @@ def _loads(payload: bytes) -> Any:
         # Gateways written in Python or JS often emit NaN/Infinity, which strict
         # JSON (and orjson) refuse. The stdlib parser accepts them, so such a
         # message keeps its good readings and only the non-finite ones are
-        # rejected below. Anything the stdlib also refuses is malformed.
-        return json.loads(payload)
+        # rejected below. Anything the stdlib also refuses is malformed. Its
+        # integers are unbounded where orjson's stop at 64 bits: beyond that
+        # they are read as floats, as orjson would, so no later arithmetic on
+        # a timestamp can overflow.
+        return json.loads(payload, parse_int=_int64_or_float)
 
 
 def decode_gateway_json(

@@ -309,6 +309,10 @@ def decode_payload(data: bytes, topic: str = "") -> Payload:
 
 def _decode_metric(m: pb.Payload.Metric, index: int) -> Metric:
     name = m.name if m.HasField("name") else None
+    if name is not None and not isinstance(name, str):
+        # protobuf hands a proto2 string that is not UTF-8 back as bytes; such
+        # a name can name no sensor, and downstream code may rely on str.
+        raise PayloadError(f"metrics[{index}]: the name is not UTF-8 text")
     where = f"metrics[{index}] ({name or 'alias ' + str(m.alias)})"
     datatype = _datatype(m.datatype, where) if m.HasField("datatype") else None
     which = m.WhichOneof("value")
