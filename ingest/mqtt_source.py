@@ -72,6 +72,8 @@ FLAP_RECONNECT_S = 5.0
 FLAPS_FOR_TAKEOVER = 3
 """This many flaps within ``FLAP_WINDOW_S`` mean another client uses our client id."""
 FLAP_WINDOW_S = 60.0
+MAX_DROPPABLE_BACKLOG = 20_000
+"""Outstanding publishes past which dead letters are refused (see ``MqttSource.publish``)."""
 SESSION_ALERT_S = 600.0
 """How long a takeover stays reported after its last sign."""
 
@@ -170,6 +172,12 @@ class MqttSource:
         self.reconnects = 0
         self.network_waits = 0
         self.takeovers = 0
+        # Messages handed to paho, and those it has finished (acknowledged, or
+        # written for QoS 0); the difference is paho's backlog. Completions
+        # come on paho's thread only; publishes on any, hence the lock.
+        self._published = 0
+        self._completed = 0
+        self._published_lock = threading.Lock()
         """Connections lost to another client using our client id (suspected; see notes)."""
         self._lost_at: float | None = None
         self._flaps: collections.deque[float] = collections.deque(maxlen=FLAPS_FOR_TAKEOVER)
@@ -207,6 +215,7 @@ class MqttSource:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         return client
 
     # -- paho thread ---------------------------------------------------------
@@ -387,6 +396,34 @@ class MqttSource:
                 sent += 1
         return sent
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Publish (dead letters, alarm notifications); paho queues while disconnected."""
-        self._client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, *,
+                droppable: bool = False) -> str | None:
+        """Publish (dead letters, alarm notifications); paho queues while disconnected.
+
+        Returns None when paho took the message, else why it was not sent
+        (the caller counts it): paho keys the QoS 1 messages it has not yet
+        had acknowledged by a 16-bit message id and refuses a new one whose id
+        is still taken, so past 65,535 outstanding it refuses at random.
+        ``droppable`` messages (dead letters) are refused once
+        ``MAX_DROPPABLE_BACKLOG`` are outstanding, so a flood of hostile input
+        never takes the ids that alarm notifications need.
+        """
+        if droppable and self._published - self._completed >= MAX_DROPPABLE_BACKLOG:
+            return "backlog"
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as exc:  # an invalid topic, or a payload over 256 MB
+            log.warning("not published to %.200r: %s", topic, exc)
+            return "invalid"
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            if not droppable:
+                log.error("an alarm notification to %.200r was not published: paho has 65,535 "
+                          "messages the broker has not acknowledged", topic)
+            return "client_queue_full"
+        with self._published_lock:
+            self._published += 1
+        return None
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        self._completed += 1

@@ -85,7 +85,9 @@ class MessageSource(Protocol):
 
     def ack(self, messages: list[InboundMessage]) -> int: ...
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None: ...
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, *,
+                droppable: bool = False) -> str | None:
+        """None when taken, else why not (``droppable`` ones may be refused under load)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,10 +376,13 @@ class Pipeline:
         """Publish one dead letter; a publish that fails is counted, never raised."""
         self.metrics.dead_letters.inc()
         try:
-            self.source.publish(self.config.deadletter_topic, body, qos=1)
+            refused = self.source.publish(self.config.deadletter_topic, body, qos=1,
+                                          droppable=True)
         except Exception as exc:  # the dead-letter path must not fail the loop
-            self.metrics.dead_letters_dropped.labels(type(exc).__name__).inc()
+            refused = type(exc).__name__
             log.warning("a dead letter could not be published: %r", exc)
+        if refused is not None:
+            self.metrics.dead_letters_dropped.labels(refused).inc()
 
     def _batch_failed(self, batch: ReadingBatch, messages: list[InboundMessage],
                       exc: Exception) -> None:

@@ -179,17 +179,22 @@ async def test_a_message_that_fails_handling_is_dead_lettered_and_acked(
 async def test_a_dead_letter_that_cannot_be_published_is_counted_not_raised(tmp_path) -> None:
     rig = Rig(tmp_path)
 
-    def refuse(topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        raise ValueError("payload too large for the client")
+    def refuse(topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+               droppable: bool = False) -> str | None:
+        if b"garbage" in payload:
+            raise ValueError("a client that raises")
+        return "backlog"
 
     rig.source.publish = refuse  # type: ignore[method-assign]
     async with rig.running():
         bad = rig.source.feed("plant/s1/gw", b"{garbage")
+        refused = rig.source.feed("plant/s1/gw", gateway(NOW, NOPE=1.0))
         good = rig.source.feed("plant/s1/gw", gateway(NOW, LEL_1=1.0))
-        await until(lambda: {bad, good} <= set(rig.source.acked))
+        await until(lambda: {bad, refused, good} <= set(rig.source.acked))
         assert await rig.store.count_readings() == 1
-    assert counter(rig, "plantwatch_dead_letters_total") == 1
+    assert counter(rig, "plantwatch_dead_letters_total") == 2
     assert counter(rig, "plantwatch_dead_letters_dropped_total", why="ValueError") == 1
+    assert counter(rig, "plantwatch_dead_letters_dropped_total", why="backlog") == 1
 
 
 # -- Sparkplug B ---------------------------------------------------------------

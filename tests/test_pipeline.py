@@ -74,8 +74,10 @@ class MemorySource:
         self.acked += [m.mid for m in messages]
         return len(messages)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, *,
+                droppable: bool = False) -> str | None:
         self.published.append((topic, payload))
+        return None
 
 
 class SwitchableStore(SQLiteStore):
