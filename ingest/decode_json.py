@@ -232,12 +232,18 @@ def decode_gateway_json_into(
     # A message of scalar readings has exactly one container per reading plus
     # the envelope's two; only a message with more brackets than that (extra
     # containers, or brackets inside strings) is walked to measure its depth.
+    # Too deep outside the readings refuses the message; a reading too deep is
+    # refused alone, so its siblings are kept.
+    deep: set[int] = set()
     if (payload.count(b"{") + payload.count(b"[") > len(readings) + 2
             and _too_deep(doc, limits.max_depth)):
-        return [Rejection(
-            "too_deep", f"lists or objects nested deeper than {limits.max_depth} levels; a "
-            "reading's fields are numbers and strings",
-        )]
+        if any(_too_deep(v, limits.max_depth - 1) for k, v in doc.items()
+               if k != "readings" and (type(v) is dict or type(v) is list)):
+            return [Rejection(
+                "too_deep", f"lists or objects nested deeper than {limits.max_depth} levels",
+            )]
+        deep = {i for i, r in enumerate(readings)
+                if (type(r) is dict or type(r) is list) and _too_deep(r, limits.max_depth - 2)}
     gateway = doc.get("gateway")
     if gateway is not None and (type(gateway) is not str or len(gateway) > limits.max_id_chars):
         return [Rejection(
@@ -258,6 +264,11 @@ def decode_gateway_json_into(
     # visited to be read, so the checks are scalar comparisons made on the way
     # (cheaper than building arrays per message); the rest is vectorized.
     for i, r in enumerate(readings):
+        if deep and i in deep:
+            rejections.append(Rejection(
+                "too_deep", f"the reading nests lists or objects deeper than the message limit "
+                f"of {limits.max_depth} levels; a reading's fields are numbers and strings", i, r))
+            continue
         if type(r) is not dict:
             rejections.append(Rejection("bad_reading", "a reading must be a JSON object", i, r))
             continue

@@ -17,8 +17,15 @@ after its readings are durable, the inbox can never overflow and paho's
 network thread never waits (it keeps answering pings while the store is
 slow). With MQTT 3.1.1 (the default: paho handles single-reading messages
 about 1.75× faster, see ``plantwatch.settings``; amqtt speaks nothing newer)
-there is no such limit, so when the consumer falls behind by ``max_pending``
-messages paho's thread waits instead: TCP pushes back and the broker queues.
+there is no such limit, but the broker's own ``max_inflight_messages``
+(at most 65,535) bounds the messages it sends before we acknowledge them, so
+the inbox holds at most that many. paho's thread waits (TCP pushes back and
+the broker queues) only past ``MAX_INBOX_MESSAGES`` messages or
+``max_pending_bytes`` of payload, as a last resort: while it waits it can
+neither send (dead letters, alarm states, acks) nor answer the broker's
+keepalive. It used to wait at ``max_pending`` (5,000) messages, and under a
+flood of hostile input that stalled every publish until paho's 65,535
+message ids ran out, and once had the broker drop the connection.
 Either way nothing is dropped here (the broker's ``max_queued_messages`` must
 allow the backlog; see ``plantwatch.localservers``).
 
@@ -72,6 +79,8 @@ FLAP_RECONNECT_S = 5.0
 FLAPS_FOR_TAKEOVER = 3
 """This many flaps within ``FLAP_WINDOW_S`` mean another client uses our client id."""
 FLAP_WINDOW_S = 60.0
+MAX_INBOX_MESSAGES = 65_536
+"""Messages waiting past which paho's thread stops reading (see the module notes)."""
 MAX_DROPPABLE_BACKLOG = 20_000
 """Outstanding publishes past which dead letters are refused (see ``MqttSource.publish``)."""
 SESSION_ALERT_S = 600.0
@@ -286,12 +295,12 @@ class MqttSource:
                         reason)
 
     def _full(self) -> bool:
-        return (len(self._inbox) >= self.max_pending
+        return (len(self._inbox) >= MAX_INBOX_MESSAGES
                 or self._bytes_in - self._bytes_out >= self.max_pending_bytes)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self._full():
-            self.network_waits += 1  # by count, 3.1.1 only: MQTT 5's Receive Maximum prevents it
+            self.network_waits += 1
             with self._room:
                 while self._full() and not self._closing:
                     self._room.wait(0.5)

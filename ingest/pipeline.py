@@ -67,6 +67,11 @@ MAX_TOPICS_CACHED = 4_096
 """Topics whose subscription match is remembered; the cache starts again when full,
 so junk on ever-new topics costs a little time, never memory."""
 _INTERNAL_ERROR_LOG_EVERY_S = 10.0
+DETECTION_SPANS = 1_000.0
+"""The detectors see a reading clipped to this many measuring spans beyond its sensor's
+range. Any finite value is stored as sent, but 1.8e308 on a 0–100 %LEL head overflowed
+the drift statistics to inf (a detector that no longer detects); clipped, it is still
+far out of range (a fault, an alarm), and no square of it overflows."""
 
 
 class MessageSource(Protocol):
@@ -171,6 +176,10 @@ class Pipeline:
         self._messages: list[InboundMessage] = []
         self._topic_ours: dict[str, bool] = {}
         self._site_index = table.by_site()
+        # What the detectors are shown of a reading: see _for_detection.
+        span = np.maximum(table.range_hi - table.range_lo, 1.0)
+        self._detect_lo = table.range_lo - DETECTION_SPANS * span
+        self._detect_hi = table.range_hi + DETECTION_SPANS * span
         self._internal_errors = 0
         self._internal_logged_at = -_INTERNAL_ERROR_LOG_EVERY_S
         self._next_tick = 0.0
@@ -384,6 +393,12 @@ class Pipeline:
         if refused is not None:
             self.metrics.dead_letters_dropped.labels(refused).inc()
 
+    def _for_detection(self, batch: ReadingBatch) -> ReadingBatch:
+        """The batch with values clipped to ``DETECTION_SPANS`` beyond each sensor's range."""
+        s = batch.sensor
+        clipped = np.clip(batch.value, self._detect_lo[s], self._detect_hi[s])
+        return ReadingBatch(s, batch.ts, clipped, batch.quality)
+
     def _batch_failed(self, batch: ReadingBatch, messages: list[InboundMessage],
                       exc: Exception) -> None:
         self._internal_errors += 1
@@ -525,7 +540,7 @@ class Pipeline:
                           default=int(self.clock() * 1000))  # released by a gap timeout
             try:
                 records = self._suppression_records(batch) if self._rules else []
-                self.detector.update(batch, received_ms=arrived)
+                self.detector.update(self._for_detection(batch), received_ms=arrived)
                 records += self._condition_records(self.detector.transitions,
                                                    self.detector.groups.last_contributions)
             except Exception as exc:

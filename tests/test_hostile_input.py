@@ -48,23 +48,25 @@ async def test_crash_loop_payload_is_dead_lettered_and_acknowledged(tmp_path) ->
         await until(lambda: {bad, good} <= set(rig.source.acked))
         assert await rig.store.count_readings() == 1
     [letter] = letters(rig)
-    assert letter["reason"] == "too_deep"
-    assert counter(rig, "plantwatch_messages_rejected_total", reason="too_deep") == 1
+    assert letter["reason"] == "too_deep" and letter["index"] == 0
+    assert counter(rig, "plantwatch_readings_rejected_total", reason="too_deep") == 1
 
 
 @pytest.mark.parametrize("depth", [16, 17, 100, 500, 1000, 1023, 1024, 1025, 10_000, 200_000])
 def test_nesting_in_a_reading_field_is_refused_whole_with_a_writable_letter(depth: int) -> None:
-    """Depth 16 (the envelope's 3 + 13 in the field) is allowed and the reading refused
-    alone; deeper is the message's ``too_deep``, or ``malformed_json`` past what the
-    parsers read at all. Every letter serialises."""
+    """Depth 16 (the envelope's 3 + 13 in the field) is within the limit: the reading is
+    a ``bad_value``; deeper, it is ``too_deep``; either way its sibling is kept. Past what
+    the parsers read at all the message is ``malformed_json``. Every letter serialises."""
     payload = (b'{"readings":[{"sensor":"LEL-1","value":' + nested(depth - 3)
                + b'},{"sensor":"LEL-2","value":1.0,"ts":' + str(NOW).encode() + b"}]}")
     result = decode_gateway_json(payload, TABLE.index, NOW)
     reasons = [r.reason for r in result.rejections]
     if depth <= 16:
         assert reasons == ["bad_value"] and len(result.batch) == 1
+    elif reasons == ["malformed_json"]:
+        assert depth > 1024 and len(result.batch) == 0
     else:
-        assert reasons in (["too_deep"], ["malformed_json"]) and len(result.batch) == 0
+        assert reasons == ["too_deep"] and len(result.batch) == 1
     for r in result.rejections:
         body = dead_letter.encode(r.to_dead_letter("plant/s1/gw", payload, NOW))
         assert orjson.loads(body)["reason"] == r.reason
