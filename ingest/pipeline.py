@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -41,6 +42,7 @@ from ingest import dead_letter
 from ingest.checkpoint import CheckpointFile, remap_state
 from ingest.decode_json import DecodeLimits, Rejection, decode_gateway_json_into
 from ingest.decode_lp import decode_line_protocol_into
+from ingest.letter_limits import TopicLimiter
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_source import InboundMessage
 from ingest.sparkplug_host import HostMessage, HostOutput, HostRejection, SparkplugHost
@@ -102,6 +104,10 @@ class PipelineConfig:
     tick_interval_s: float = 1.0
     deadletter_topic: str = "plantwatch/deadletter"
     decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
+    letters_per_s: float = 10.0
+    """Dead letters of one topic per second, after a burst of ``letter_burst`` (two whole
+    messages' worth: ``MAX_DEAD_LETTERS_PER_MESSAGE`` and a summary, twice)."""
+    letter_burst: float = 2 * (MAX_DEAD_LETTERS_PER_MESSAGE + 1)
 
 
 def restore_alarm_state(
@@ -181,6 +187,7 @@ class Pipeline:
         self._detect_lo = table.range_lo - DETECTION_SPANS * span
         self._detect_hi = table.range_hi + DETECTION_SPANS * span
         self._internal_errors = 0
+        self._letters = TopicLimiter(config.letters_per_s, config.letter_burst)
         self._internal_logged_at = -_INTERNAL_ERROR_LOG_EVERY_S
         self._next_tick = 0.0
         self._bite = 1000  # messages per receive; see _BITE_READINGS
@@ -339,7 +346,29 @@ class Pipeline:
                 self.metrics.messages_rejected.labels(rej.reason).inc()
             else:
                 self.metrics.readings_rejected.labels(rej.reason).inc()
-            self._publish_dead_letter(dead_letter.encode(rej.to_dead_letter(now_ms)))
+            self._limited_letter(rej.topic, rej.reason, partial(rej.to_dead_letter, now_ms))
+
+    def _limited_letter(self, topic: str, reason: str,
+                        letter: Callable[[], dict[str, object]]) -> None:
+        """Publish a letter of input on ``topic`` if its rate allows (ingest.letter_limits);
+        the letter is built only then."""
+        if self._letters.take(topic, reason, time.monotonic()):
+            self._publish_dead_letter(dead_letter.encode(letter()))
+        else:
+            self.metrics.dead_letters.inc()
+            self.metrics.dead_letters_dropped.labels("rate_limit").inc()
+
+    def _rate_limit_summaries(self, now_ms: int) -> None:
+        """One ``rate_limited`` letter per topic whose letters were held back, once it may."""
+        for topic, by_reason in self._letters.summaries(time.monotonic()):
+            lim = self._letters
+            self._publish_dead_letter(dead_letter.encode({
+                "topic": topic, "reason": "rate_limited",
+                "detail": f"{sum(by_reason.values())} dead letters of this topic were not "
+                          f"published (at most {lim.rate_per_s:g} a second per topic, bursts "
+                          f"of {lim.burst:g}); every rejection is counted in /metrics",
+                "by_reason": by_reason, "received_ms": now_ms,
+            }))
 
     def _publish_host(self, messages: list[HostMessage]) -> None:
         for m in messages:
@@ -369,17 +398,17 @@ class Pipeline:
             else:
                 self.metrics.readings_rejected.labels(rej.reason).inc()
         for rej in rejections[:MAX_DEAD_LETTERS_PER_MESSAGE]:
-            self._publish_dead_letter(dead_letter.encode(
-                rej.to_dead_letter(msg.topic, msg.payload, msg.received_ms)))
+            self._limited_letter(msg.topic, rej.reason, partial(
+                rej.to_dead_letter, msg.topic, msg.payload, msg.received_ms))
         if len(rejections) > MAX_DEAD_LETTERS_PER_MESSAGE:
             by_reason: dict[str, int] = {}
             for rej in rejections[MAX_DEAD_LETTERS_PER_MESSAGE:]:
                 by_reason[rej.reason] = by_reason.get(rej.reason, 0) + 1
-            self._publish_dead_letter(dead_letter.encode({
+            self._limited_letter(msg.topic, "more_rejections", lambda: {
                 "topic": msg.topic, "reason": "more_rejections",
                 "detail": f"{sum(by_reason.values())} more rejected readings in this message",
                 "by_reason": by_reason, "received_ms": msg.received_ms,
-            }))
+            })
 
     def _publish_dead_letter(self, body: bytes) -> None:
         """Publish one dead letter; a publish that fails is counted, never raised."""
@@ -436,6 +465,7 @@ class Pipeline:
             self._publish_host(held.publish)
             held.append_to(self._builder, self._historical)
             self._dead_letter_host(held.rejections, now_ms)
+        self._rate_limit_summaries(now_ms)
         self._apply_period_limits(now_ms)
         self.detector.tick(now_ms)
         transitions = self.detector.transitions

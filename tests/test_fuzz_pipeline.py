@@ -37,6 +37,7 @@ import orjson
 import pytest
 from hypothesis import example, given
 
+from ingest.pipeline import PipelineConfig
 from ingest.sparkplug_host import SparkplugHost
 from simulators.sparkplug_edge import EdgeNodeMessages
 from sparkplug import DataType, MessageType, Metric, Payload, bd_seq_metric, encode_payload
@@ -152,10 +153,15 @@ async def settle(rig: Rig, pipeline: asyncio.Task[None], n_messages: int) -> Non
     assert not pipeline.done(), f"the pipeline task ended: {pipeline!r}"
 
 
+EVERY_LETTER = PipelineConfig(flush_interval_s=0.02, letters_per_s=1e12, letter_burst=1e12)
+"""These tests count every rejection's dead letter, so the per-topic rate limit of dead
+letters is lifted here; it has tests of its own (tests/test_hostile_input.py)."""
+
+
 async def run_messages(tmp: Path, messages: Sequence[tuple[str, bytes]],
                        sparkplug: SparkplugHost | None = None) -> Outcome:
     """Feed the messages to a fresh rig in ``tmp``; return what it left behind."""
-    rig = Rig(tmp, sparkplug=sparkplug)
+    rig = Rig(tmp, sparkplug=sparkplug, config=EVERY_LETTER)
     async with running(rig) as pipeline:
         fed = [rig.source.feed(topic, payload) for topic, payload in messages]
         await settle(rig, pipeline, len(fed))

@@ -15,6 +15,7 @@ import ingest.pipeline
 from ingest import dead_letter
 from ingest.decode_json import DecodeLimits, decode_gateway_json
 from ingest.decode_lp import decode_line_protocol
+from ingest.letter_limits import TopicLimiter
 from ingest.sparkplug_host import SparkplugHost
 from simulators.sparkplug_edge import EdgeNodeMessages
 from tests.test_pipeline import NOW, TABLE, Rig, gateway, until
@@ -284,3 +285,42 @@ async def test_readings_whose_detection_fails_are_stored_acked_and_reported(
     [letter] = letters(rig)
     assert letter["reason"] == "internal_error" and letter["readings"] == 1
     assert "FloatingPointError" in str(letter["detail"])
+
+
+# -- dead letters of a flood ---------------------------------------------------
+
+
+def test_topic_limiter_gives_a_burst_then_the_rate_and_sums_up_what_it_held_back() -> None:
+    lim = TopicLimiter(rate_per_s=10.0, burst=100.0, max_topics=3)
+    assert sum(lim.take("flood", "bad_value", 0.0) for _ in range(150)) == 100
+    assert lim.take("quiet", "bad_value", 0.0)  # another topic is not crowded out
+    assert lim.summaries(0.05) == []  # no token yet for the flood's summary
+    assert lim.summaries(0.1) == [("flood", {"bad_value": 50})]
+    assert lim.summaries(10.0) == []  # summed up once
+    assert sum(lim.take("flood", "bad_value", 1.0) for _ in range(20)) == 9  # 10/s, less one
+    for i in range(10):  # ever-new topics: the table starts again, never grows past 3
+        lim.take(f"junk-{i}", "bad_topic", 2.0)
+        assert len(lim) <= 3
+
+
+async def test_a_flooding_topic_cannot_crowd_out_another_topics_dead_letters(tmp_path) -> None:
+    rig = Rig(tmp_path)
+    async with rig.running():
+        mids = [rig.source.feed("plant/s1/flood", b"{garbage") for _ in range(300)]
+        mids.append(rig.source.feed("plant/s1/rare", b"{garbage"))
+        await until(lambda: set(mids) <= set(rig.source.acked))
+        await until(lambda: any(x["reason"] == "rate_limited" for x in letters(rig)), 5)
+    by_topic: dict[object, list[object]] = {}
+    for x in letters(rig):
+        by_topic.setdefault(x["topic"], []).append(x["reason"])
+    assert by_topic["plant/s1/rare"] == ["malformed_json"]
+    flood = by_topic["plant/s1/flood"]
+    burst = rig.pipeline.config.letter_burst
+    assert burst <= flood.count("malformed_json") < burst + 50 and "rate_limited" in flood
+    summary = next(x for x in letters(rig) if x["reason"] == "rate_limited")
+    held_back = summary["by_reason"]["malformed_json"]  # type: ignore[index]
+    assert flood.count("malformed_json") + held_back <= 300
+    assert counter(rig, "plantwatch_messages_rejected_total", reason="malformed_json") == 301
+    sent = len(letters(rig))
+    assert counter(rig, "plantwatch_dead_letters_total") == sent + counter(
+        rig, "plantwatch_dead_letters_dropped_total", why="rate_limit")

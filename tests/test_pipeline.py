@@ -97,7 +97,8 @@ class Rig:
     def __init__(self, tmp_path, store: SwitchableStore | None = None,
                  periods: list[ImportantPeriod] | None = None,
                  sparkplug: SparkplugHost | None = None,
-                 plant: PlantConfig | None = None, groups: Sequence[GroupModel] = ()) -> None:
+                 plant: PlantConfig | None = None, groups: Sequence[GroupModel] = (),
+                 config: PipelineConfig | None = None) -> None:
         self.tmp = tmp_path
         plant = plant or PLANT
         table = TABLE if plant is PLANT else SensorTable.from_config(plant)
@@ -118,7 +119,7 @@ class Rig:
         self.pipeline = Pipeline(
             table=table, source=self.source, writer=self.writer, detector=self.detector,
             alarms=self.alarms, checkpoint=self.checkpoint,
-            metrics=self.metrics, config=PipelineConfig(flush_interval_s=0.02),
+            metrics=self.metrics, config=config or PipelineConfig(flush_interval_s=0.02),
             on_alarm_outcome=lambda out: self.announced.extend(
                 f"{e.alarm_id}:{e.action}" for e in out.events),
             sparkplug=sparkplug,
