@@ -429,6 +429,10 @@ class MqttSource:
                 log.error("an alarm notification to %.200r was not published: paho has 65,535 "
                           "messages the broker has not acknowledged", topic)
             return "client_queue_full"
+        if qos == 0 and info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # Not connected: paho drops a QoS 0 message and never confirms it, so
+            # counting it would leave the backlog count too high for good.
+            return "not_connected"
         with self._published_lock:
             self._published += 1
         return None

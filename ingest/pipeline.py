@@ -352,7 +352,10 @@ class Pipeline:
                         letter: Callable[[], dict[str, object]]) -> None:
         """Publish a letter of input on ``topic`` if its rate allows (ingest.letter_limits);
         the letter is built only then."""
-        if self._letters.take(topic, reason, time.monotonic()):
+        # Keyed by the topic's first characters: a topic past the limit must not
+        # keep kilobytes in the limiter's table.
+        key = topic[:self.config.decode_limits.max_topic_chars]
+        if self._letters.take(key, reason, time.monotonic()):
             self._publish_dead_letter(dead_letter.encode(letter()))
         else:
             self.metrics.dead_letters.inc()
@@ -373,12 +376,14 @@ class Pipeline:
     def _publish_host(self, messages: list[HostMessage]) -> None:
         for m in messages:
             try:
-                self.source.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+                refused = self.source.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
             except Exception as exc:  # a command not sent must not stop the loop
-                log.warning("the Sparkplug host's message to %.200r was not sent: %r",
-                            m.topic, exc)
-                continue
-            self.metrics.sparkplug_rebirths.inc()
+                refused = repr(exc)
+            if refused is None:
+                self.metrics.sparkplug_rebirths.inc()
+            else:
+                log.warning("the Sparkplug host's message to %.200r was not sent: %s",
+                            m.topic, refused)
 
     def _is_ours(self, topic: str) -> bool:
         ours = self._topic_ours.get(topic)

@@ -137,3 +137,14 @@ async def test_every_publish_is_sent_or_refused_with_a_reason_never_lost(mosquit
     finally:
         sub.loop_stop()
         sub.disconnect()
+
+
+def test_a_qos0_message_paho_drops_while_disconnected_is_not_left_in_the_backlog() -> None:
+    """paho drops a QoS 0 publish made while disconnected and never confirms it; counted
+    as outstanding it would stay so for good, and after 20,000 (rebirth commands during
+    outages) every dead letter would be refused as backlog."""
+    source = MqttSource("mqtt://127.0.0.1:1", "never-connected", ["plant/#"])
+    for _ in range(3):
+        assert source.publish("spBv1.0/s/NCMD/gw", b"x", 0) == "not_connected"
+    assert source._published - source._completed == 0
+    assert source.publish("plantwatch/deadletter", b"x", 1, droppable=True) is None  # queued
