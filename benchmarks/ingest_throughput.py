@@ -96,7 +96,7 @@ def make_messages(n_readings: int, per_message: int, base_ms: int) -> list[tuple
         # one reading of every sensor per second of event time, as a plant sends
         readings = [{"sensor": IDS[i % m], "value": float(safe[i % m]),
                      "ts": base_ms + (i // m) * 1000} for i in g]
-        out.append(("plant/nanhai/bench", orjson.dumps({"readings": readings})))
+        out.append((f"plant/{PLANT.sites[0].id}/bench", orjson.dumps({"readings": readings})))
     return out
 
 

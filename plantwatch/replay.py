@@ -179,6 +179,13 @@ def load_csv_map(path: str | Path, plant: PlantConfig) -> CsvMap:
            for col, m in cmap.columns.items() if m.sensor not in known]
     if bad:
         raise ConfigError(path, bad)
+    site = {p.sensor.id: p.site for p in plant.places()}
+    sites = sorted({site[m.sensor] for m in cmap.columns.values()})
+    if len(sites) > 1:
+        # The topic names the site, and a reading of another site's sensor is refused.
+        raise ConfigError(path, [f"columns: the sensors belong to sites {', '.join(sites)}; "
+                                 "a gateway publishes one site's sensors: make one map per "
+                                 "site"])
     return cmap
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import orjson
 import pytest
 
-from plantwatch.config import ConfigError, load_plant
+from plantwatch.config import ConfigError, load_plant, parse_plant
 from plantwatch.replay import csv_messages, load_csv_map, replay_start_ms
+from tests.plants import small_plant_data
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANT = load_plant(ROOT / "config" / "plant.yaml")
@@ -52,3 +54,22 @@ def test_replay_start_puts_event_time_in_the_past_so_it_ends_at_now() -> None:
     # 1000 s at 10x: the replay lasts 100 s; it starts 900 s in the past.
     assert replay_start_ms(1000, 10, now_ms=5_000_000) == 5_000_000 - 900_000
     assert replay_start_ms(1000, 1, now_ms=5_000_000) == 5_000_000
+
+
+def test_a_map_spanning_two_sites_is_refused(tmp_path: Path) -> None:
+    """The topic names the site and readings of another site's sensors are refused, so
+    one replayed gateway cannot carry two sites' sensors."""
+    data = small_plant_data()
+    other = copy.deepcopy(data["sites"][0])
+    other["id"] = "s2"
+    for ws in other["workshops"]:
+        for area in ws["areas"]:
+            area["id"] += "-2"
+            for sensor in area["sensors"]:
+                sensor["id"] += "-S2"
+    data["sites"].append(other)
+    plant = parse_plant(data, tmp_path / "plant.yaml")
+    two = tmp_path / "map.yaml"
+    two.write_text("columns:\n  Pressure: {sensor: LEL-1}\n  Temperature: {sensor: LEL-1-S2}\n")
+    with pytest.raises(ConfigError, match=r"sites s1, s2; a gateway publishes one site"):
+        load_csv_map(two, plant)
