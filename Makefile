@@ -71,6 +71,7 @@ bench: system-deps $(VENV)/.installed-test
 	$(BIN)/python benchmarks/ingest_throughput.py
 	$(BIN)/python benchmarks/detector_throughput.py
 	$(BIN)/python benchmarks/alarm_throughput.py
+	$(BIN)/python benchmarks/hostile_load.py
 
 ## fuzz: coverage-guided fuzzers (atheris) of the three payload decoders; see fuzz/README.md.
 ## Each harness first runs its seeds once (regressions), then fuzzes a copy of them for
