@@ -96,8 +96,12 @@ _CONTROL_PREFIXES = ("Node Control/", "Device Control/", "Properties/", "Node In
                      "Device Info/")
 # How many processed seqs are remembered to recognise a duplicate delivery.
 _RECENT_SEQS = 64
-# Held messages beyond this many are not waited for: the gap is declared at once.
+# Held messages beyond this many (or this many bytes) are not waited for: the gap
+# is declared at once.
 _MAX_HELD = 128
+_MAX_HELD_BYTES = 8 * 1024 * 1024
+# Devices one edge node may have born at once (a gateway's devices are its areas).
+MAX_DEVICES = 1_000
 _NO_SENSORS: Mapping[str, int] = {}
 
 NodeKey = tuple[str, str]
@@ -566,7 +570,8 @@ class SparkplugHost:
                          f"seq {seq} of {topic.group}/{topic.edge_node} was already received")
         else:
             node.held[seq] = _Held(seq, topic, topic_text, payload_bytes, payload, now_ms)
-            if len(node.held) > _MAX_HELD:
+            if (len(node.held) > _MAX_HELD or sum(len(h.payload_bytes) for h in
+                                                   node.held.values()) > _MAX_HELD_BYTES):
                 self._gap_timed_out(node, now_ms, out)
 
     def _drain(self, node: _Node, now_ms: int, out: HostOutput) -> None:
@@ -605,6 +610,11 @@ class SparkplugHost:
         mt, device = topic.message_type, topic.device
         if mt is MessageType.DBIRTH:
             assert device is not None  # NodeTopic guarantees a device for D* verbs
+            if device not in node.sensors and len(node.sensors) > MAX_DEVICES:
+                self._reject(out, topic_text, payload_bytes, "too_many_devices",
+                             f"edge node {node.group}/{node.edge_node} has {MAX_DEVICES} "
+                             "devices born already; a gateway's devices are its areas")
+                return
             node.devices.add(device)
             self._define(node, device, topic_text, payload_bytes, payload, out)
             self._stale -= node.sensors[device]

@@ -16,8 +16,9 @@ from ingest import dead_letter
 from ingest.decode_json import DecodeLimits, decode_gateway_json
 from ingest.decode_lp import decode_line_protocol
 from ingest.letter_limits import TopicLimiter
-from ingest.sparkplug_host import SparkplugHost
+from ingest.sparkplug_host import MAX_DEVICES, SparkplugHost
 from simulators.sparkplug_edge import EdgeNodeMessages
+from sparkplug import DataType, Metric, Payload, encode_payload
 from tests.test_pipeline import NOW, TABLE, Rig, gateway, until
 
 CRASH_LOOP = b'{"readings":[' + b"[" * 1000 + b"]" * 1000 + b"]}"
@@ -324,3 +325,30 @@ async def test_a_flooding_topic_cannot_crowd_out_another_topics_dead_letters(tmp
     sent = len(letters(rig))
     assert counter(rig, "plantwatch_dead_letters_total") == sent + counter(
         rig, "plantwatch_dead_letters_dropped_total", why="rate_limit")
+
+
+def test_a_plant_node_cannot_grow_its_devices_or_held_messages_without_bound() -> None:
+    """Even the plant's own gateway id (which a hostile client can use) keeps bounded state:
+    at most MAX_DEVICES devices, and held out-of-order messages up to 8 MiB."""
+    host = plant_host()
+    node = EdgeNodeMessages("site", "gw-1", DEVICES)
+    HostOutputs(host, node.births(T0, {"S-A-1": 1.0}), T0)
+    reasons: list[str] = []
+    for i in range(MAX_DEVICES + 50):
+        birth = encode_payload(Payload(T0, (1 + i) % 256, (Metric("S-A-1", None, T0,
+                                                                    DataType.Double, 1.0),)))
+        reasons += [r.reason for r in host.handle(
+            f"spBv1.0/site/DBIRTH/gw-1/dev-{i}", birth, T0).rejections]
+    assert reasons.count("too_many_devices") >= 49
+    assert len(host._nodes[("site", "gw-1")].sensors) <= MAX_DEVICES + 1
+
+    fresh = plant_host()
+    HostOutputs(fresh, EdgeNodeMessages("site", "gw-1", DEVICES).births(T0, {"S-A-1": 1.0}), T0)
+    big = "x" * 1_000_000
+    out_of_order = [encode_payload(Payload(T0, seq, (Metric("note", None, T0, DataType.String,
+                                                            big),))) for seq in range(5, 25)]
+    gaps = [r.reason for p in out_of_order
+            for r in fresh.handle("spBv1.0/site/NDATA/gw-1", p, T0).rejections]
+    assert "seq_gap" in gaps  # declared once the held messages passed 8 MiB, not at 128
+    assert sum(len(h.payload_bytes) for h in fresh._nodes[("site", "gw-1")].held.values()) \
+        <= 9 * 1024 * 1024
