@@ -181,13 +181,13 @@ class MqttSource:
         self.reconnects = 0
         self.network_waits = 0
         self.takeovers = 0
+        """Connections lost to another client using our client id (suspected; see notes)."""
         # Messages handed to paho, and those it has finished (acknowledged, or
         # written for QoS 0); the difference is paho's backlog. Completions
         # come on paho's thread only; publishes on any, hence the lock.
         self._published = 0
         self._completed = 0
         self._published_lock = threading.Lock()
-        """Connections lost to another client using our client id (suspected; see notes)."""
         self._lost_at: float | None = None
         self._flaps: collections.deque[float] = collections.deque(maxlen=FLAPS_FOR_TAKEOVER)
         self._session_alert: tuple[str, float] | None = None
