@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +43,13 @@ def _faults_per_round(mode: str, **extra_env: str) -> float:
 
 
 def test_temporaries_stop_faulting_once_freed_memory_is_kept() -> None:
-    if not sys.platform.startswith("linux") and os.environ.get("CI") != "true":
-        pytest.skip("glibc's malloc only; CI runs on Linux, where this must pass")
+    """On glibc (every Linux the project runs on) the setting must take effect and stop
+    the faults; elsewhere it must say it changed nothing."""
+    from plantwatch.allocator import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        assert keep_freed_memory() is False
+        return
     assert _faults_per_round("default") > 100  # the default allocator unmaps them
     assert _faults_per_round("keep") < 5
 
