@@ -1,7 +1,7 @@
 """Hazard investigation and rectification (隐患排查治理): tickets someone must close.
 
 A hazard (隐患) is a found defect — a drifting sensor, a repeated leak, a chattering
-alarm — with an owner who fixes it by a deadline (DOMAIN.md §6)::
+alarm — with an owner who fixes it by a deadline (docs/domain.md §6)::
 
     reported ──> assigned ──> rectifying ──> verified ──> closed
        │            │             │   ^          │

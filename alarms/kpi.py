@@ -1,9 +1,9 @@
 """Alarm-management KPIs (EEMUA 191, ISA-18.2) for one scope of the plant.
 
-KPIs are judged per post (operator position, DOMAIN.md §2) and rolled up per
+KPIs are judged per post (operator position, docs/domain.md §2) and rolled up per
 team, workshop and enterprise, so a report covers a set of posts over the
 half-open range ``[start_ts, end_ts)``, times in ms since the epoch. Targets
-are the DOMAIN.md §7 defaults.
+are the docs/domain.md §7 defaults.
 
 Counting rules:
 
@@ -81,7 +81,7 @@ TEN_MIN_MS = 600_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
-# Per-post targets (acceptable, maximum) from DOMAIN.md §7.
+# Per-post targets (acceptable, maximum) from docs/domain.md §7.
 RATE_PER_10MIN = (1.0, 2.0)
 RATE_PER_HOUR = (6.0, 12.0)
 RATE_PER_DAY = (150.0, 300.0)

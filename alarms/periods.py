@@ -161,7 +161,7 @@ def raised_priority(
 
     Overlapping periods take the maximum, not the sum: a holiday with hot work
     is one reason for care, and summing would push every alarm to ``highest``
-    and wreck the priority mix (DOMAIN.md §7: under 1 % highest). Capped at
+    and wreck the priority mix (docs/domain.md §7: under 1 % highest). Capped at
     ``highest``.
     """
     steps = max((p.raise_priority for p in active if applies_to(p, area)), default=0)

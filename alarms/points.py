@@ -35,7 +35,7 @@ __all__ = [
 AlarmState = Literal["normal", "unack", "ack", "rtn_unack", "latched"]
 
 # Lowest first. The colours are the operator display convention the plant's
-# four-colour risk map uses too (DOMAIN.md §5).
+# four-colour risk map uses too (docs/domain.md §5).
 PRIORITIES: tuple[str, ...] = ("low", "medium", "high", "highest")
 PRIORITY_COLOUR: dict[str, str] = {
     "highest": "red", "high": "orange", "medium": "yellow", "low": "blue",

@@ -1,4 +1,4 @@
-"""Four-colour risk grading of areas (安全风险分级管控, DOMAIN.md §5).
+"""Four-colour risk grading of areas (安全风险分级管控, docs/domain.md §5).
 
 Every area has an inherent colour from its hazard assessment (``risk`` in
 config). Its live colour is the highest of that inherent colour, any floor set
@@ -129,7 +129,7 @@ _GAS: list[SensorKind] = ["combustible_lel", "toxic_ppm"]
 # Defaults, strongest first (order only breaks ties between equal colours in
 # the reasons; the colour is the maximum whatever the order).
 DEFAULT_RISK_RULES: tuple[RiskRule, ...] = (
-    # GB/T 50493 second level: the leak is real and large; DOMAIN.md §5 names
+    # GB/T 50493 second level: the leak is real and large; docs/domain.md §5 names
     # this as the example that makes an area red until cleared.
     RiskRule(
         name="second-level gas alarm", limits=["hh"], kinds=_GAS, categories=["alarm"],
@@ -165,7 +165,7 @@ DEFAULT_RISK_RULES: tuple[RiskRule, ...] = (
     RiskRule(name="unit out of statistical control", limits=["mspc"], categories=["warning"],
              colour="yellow"),
     # No rule for drift: it is as often an ageing cell as a slow leak, so it
-    # goes to hazard investigation (DOMAIN.md §6), not the risk map; and a
+    # goes to hazard investigation (docs/domain.md §6), not the risk map; and a
     # "blue" rule could never change anything, blue being the lowest colour.
     # No rule for faults (stuck, range, spike, nodata): a blind sensor says
     # nothing about gas or pressure in the area; it is a hazard (隐患) to

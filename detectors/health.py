@@ -218,7 +218,7 @@ class SpikeDetector(RoundDetector):
         of span, a combustible head in clean air (exactly 0 %LEL) raised a
         spike fault for every one-reading blip of 2–3 %LEL: seven in an hour
         with twelve blips of 1–3 %LEL, each a call to maintenance for the
-        instrument's own noise (DOMAIN.md §7: fewer, truer alarms). Sensors
+        instrument's own noise (docs/domain.md §7: fewer, truer alarms). Sensors
         whose noise is above the floor are judged on their noise, unchanged.
 
     Notes

@@ -43,7 +43,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
-    """What a message may be: every dimension of input is bounded (README, "Input limits").
+    """What a message may be: every dimension of input is bounded (docs/ingest.md, "Input limits").
 
     Times in ms. A message past a limit is dead-lettered whole, with the limit
     named in the detail; a reading past one is dead-lettered alone.

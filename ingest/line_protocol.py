@@ -1,6 +1,6 @@
 """Encode readings and alarm events as InfluxDB line protocol (``precision=ms``).
 
-Schema (docs/ARCHITECTURE.md): one measurement per sensor kind; tags
+Schema (docs/architecture.md): one measurement per sensor kind; tags
 ``area``, ``sensor``, ``site``, ``workshop``; fields ``value`` (float) and
 ``quality`` (integer); the timestamp in milliseconds::
 

@@ -6,7 +6,7 @@ of alarm points (priority, latching, re-alarm, shelve limit, cause,
 consequence, corrective action, time to respond), suppression-by-design rules,
 flood and nuisance thresholds, risk-colour rules, important periods, hazard
 rules and the fire-control destination. Every section is optional; the
-defaults are the EEMUA 191 / ISA-18.2 numbers in DOMAIN.md §7.
+defaults are the EEMUA 191 / ISA-18.2 numbers in docs/domain.md §7.
 
 Validated at load against the plant: a rule naming a sensor or area the plant
 does not have fails with the file, the key path and the problem.

@@ -75,7 +75,7 @@ _DEFAULT_UNIT: dict[str, str] = {
     "flow_m3h": "m³/h",
 }
 # Deadband as a fraction of the span where config gives none. Gas gets a fast,
-# tight default (1 % of span, DOMAIN.md §7); process values the ISA-18.2
+# tight default (1 % of span, docs/domain.md §7); process values the ISA-18.2
 # starting points (pressure 2 %, temperature 1 %, level and flow 5 %).
 _DEFAULT_DEADBAND_FRACTION: dict[str, float] = {
     "combustible_lel": 0.01,

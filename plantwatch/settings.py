@@ -85,7 +85,7 @@ class IngestSettings(BaseModel):
     max_readings_per_message: int = Field(100_000, ge=1)
     max_future_skew_s: float = Field(300.0, ge=0)
     max_age_days: float = Field(30.0, gt=0)
-    # Every dimension of input is bounded (README, "Input limits").
+    # Every dimension of input is bounded (docs/ingest.md, "Input limits").
     max_json_depth: int = Field(16, ge=3, le=512)
     max_id_chars: int = Field(128, ge=8, le=4096)
     max_topic_chars: int = Field(256, ge=16, le=65_535)

@@ -2,7 +2,7 @@
 
 A real release does not step a detector's reading: the cloud builds up at the
 detector head over some tens of seconds, and the detector itself answers with a
-first-order lag (T90 ≈ 30 s, DOMAIN.md §3). So a leak shows as a ramp, and so
+first-order lag (T90 ≈ 30 s, docs/domain.md §3). So a leak shows as a ramp, and so
 does its end after the release is isolated. Trend detectors and alarm
 deadbands are only exercised honestly by that shape, which is why the
 simulator models it instead of injecting steps.
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 DETECTOR_T90_S = 30.0
-"""Time for a detector to show 90 % of a step change, seconds (DOMAIN.md §3)."""
+"""Time for a detector to show 90 % of a step change, seconds (docs/domain.md §3)."""
 _TAU_S = DETECTOR_T90_S / math.log(10.0)
 SOURCE_RAMP_S = 30.0
 """Time for the concentration at the detector head to build up to its peak, seconds."""

@@ -10,7 +10,7 @@ The shapes are the ones real incidents have, because trend detectors and
 alarm delays are only tested honestly by them:
 
 * gas at a detector builds up as the release grows and reaches the detector
-  through its first-order response (T90 ≈ 30 s, DOMAIN.md §3): a ramp, never
+  through its first-order response (T90 ≈ 30 s, docs/domain.md §3): a ramp, never
   a step (:func:`gas_release`);
 * a blocked-in vessel's pressure approaches the source's pressure (a pump's
   shut-off head) exponentially; a working relief valve caps it a little above

@@ -2,7 +2,7 @@
 
 Each server is started once per test session on a free loopback port, in a
 temporary directory, and stopped by pid at the end. A missing binary is a
-failure, never a skip: the integration tests always run (docs/STYLE.md).
+failure, never a skip: the integration tests always run (docs/style.md).
 Fixtures of one test module belong in that module, not here.
 """
 

@@ -1,4 +1,4 @@
-"""One contract suite over every registered detector (STYLE.md "Tests").
+"""One contract suite over every registered detector (docs/style.md, "Tests").
 
 Every detector must: give identical scores and final state whether a
 time-ordered stream comes in chunks of 1, 7 or all at once; resume exactly
