@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from alarms.events import CATEGORY_OF
 from alarms.points import PRIORITIES, AlarmDefinition, AlarmPoint, priority_rank
-from plantwatch.config import PlantConfig, SensorPlace
+from model.alarm_events import CATEGORY_OF
+from model.plant import PlantConfig, SensorPlace
 
 __all__ = ["AlarmCatalogue", "Rationalization", "default_priority"]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
-from alarms.events import CATEGORY_OF, AlarmEvent, alarm_id
 from detectors.decide import CONDITIONS, Transitions
-from detectors.sensor_table import SensorTable
+from model.alarm_events import CATEGORY_OF, AlarmEvent, alarm_id
+from model.sensor_table import SensorTable
 
-__all__ = ["events_from_transitions"]
+__all__ = ["condition_records", "events_from_transitions"]
 
 
 def events_from_transitions(
@@ -60,3 +61,19 @@ def events_from_transitions(
             )
         )
     return events
+
+
+def condition_records(
+    table: SensorTable, transitions: Transitions, now_ms: int,
+    contributions: Mapping[int, dict[str, float]] | None = None,
+) -> list[dict[str, Any]]:
+    """Journal records of the detectors' transitions, stamped with alarm time.
+
+    ``at`` is the event time capped at the server clock: alarm time (shelve
+    expiry, re-alarm, flood end) must not run ahead with a gateway whose
+    clock is fast (readings up to ``max_future_skew_s`` ahead are accepted).
+    """
+    if not len(transitions):
+        return []
+    return [{**e.to_dict(), "at": min(e.ts, now_ms)}
+            for e in events_from_transitions(table, transitions, contributions)]

@@ -12,13 +12,13 @@ event is produced again.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from alarms.events import AlarmEvent
 from alarms.jsonl import JsonLines
 from alarms.records import record_type
+from model.alarm_events import AlarmEvent
 
-__all__ = ["AlarmJournal"]
+__all__ = ["AlarmJournal", "Journal", "MemoryJournal"]
 
 
 def _check(record: dict[str, Any]) -> None:
@@ -26,6 +26,42 @@ def _check(record: dict[str, Any]) -> None:
         raise ValueError("not a journal record (a JSON object with 'ts')")
     if record_type(record) == "condition":
         AlarmEvent.from_dict(record)
+
+
+class Journal(Protocol):
+    """What the alarm system needs of a journal: the file one, or a backtest's in memory."""
+
+    def load_records(self) -> list[dict[str, Any]]: ...
+
+    def size(self) -> int: ...
+
+    def truncate(self, offset: int) -> int: ...
+
+    def append_records(self, records: list[dict[str, Any]]) -> None: ...
+
+
+class MemoryJournal:
+    """A journal kept in a list, for backtests: the same records, nothing on disk.
+
+    Its size is the number of records (a snapshot's offset counts records here).
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def load_records(self) -> list[dict[str, Any]]:
+        return list(self.records)
+
+    def size(self) -> int:
+        return len(self.records)
+
+    def truncate(self, offset: int) -> int:
+        cut = max(0, len(self.records) - offset)
+        del self.records[offset:]
+        return cut
+
+    def append_records(self, records: list[dict[str, Any]]) -> None:
+        self.records.extend(records)
 
 
 class AlarmJournal:

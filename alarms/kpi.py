@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alarms.history import Activation, FloodInterval
-from plantwatch.config import PlantConfig
+from model.plant import PlantConfig
 
 __all__ = [
     "AlarmCount",

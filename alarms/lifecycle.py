@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alarms.events import AlarmEvent
 from alarms.floods import FloodPolicy, FloodTracker
 from alarms.history import Activation, FloodInterval
 from alarms.points import AlarmDefinition, AlarmPoint, OutOfService, Shelve
 from alarms.records import record_type
 from alarms.suppression import SuppressionRule
+from model.alarm_events import AlarmEvent
 
 __all__ = [
     "AlarmActionError",

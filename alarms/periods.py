@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from alarms.risk import colour_rank
-from plantwatch.config import ID_PATTERN, Limits, Priority, RiskColour
+from model.plant import ID_PATTERN, Limits, Priority, RiskColour
 
 __all__ = [
     "PRIORITIES",

@@ -2,7 +2,7 @@
 
 The alarm journal holds, in order:
 
-* condition records — an :class:`~alarms.events.AlarmEvent` as a dict, with
+* condition records — an :class:`~model.alarm_events.AlarmEvent` as a dict, with
   no ``type`` key (so journals written before operator actions existed still
   load): a detector raised or cleared a condition;
 * ``{"type": "action", ...}`` — an operator action: ``ack``, ``shelve``,

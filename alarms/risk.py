@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from plantwatch.config import Priority, RiskColour, SensorKind
+from model.plant import Priority, RiskColour, SensorKind
 
 __all__ = [
     "COLOURS",

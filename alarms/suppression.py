@@ -4,7 +4,8 @@ Example: while the reactor feed pressure says the unit is shut down, its
 low-pressure and low-temperature alarms are expected and would only bury the
 alarms that matter. A rule names a state sensor and a condition on its value
 (``below``/``above``), and the alarm points it silences (by area, sensor and
-limit). The condition is judged on readings (the pipeline does it); an
+limit). The condition is judged on readings (:class:`SuppressionWatch`, run by
+the engine on every batch before the detectors' conditions); an
 engineer may also disable a rule, for example while the state sensor itself
 is faulty. Suppressed points are still evaluated and recorded, never
 annunciated (ISA-18.2).
@@ -12,11 +13,18 @@ annunciated (ISA-18.2).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from alarms.points import AlarmPoint
+from alarms.records import suppress_record
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
 
-__all__ = ["SuppressionRule"]
+__all__ = ["SuppressionRule", "SuppressionWatch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +62,29 @@ class SuppressionRule:
             "above": self.above, "areas": list(self.areas), "sensors": list(self.sensors),
             "limits": list(self.limits), "description": self.description,
         }
+
+
+class SuppressionWatch:
+    """Judges each rule's condition on the latest reading of its state sensor."""
+
+    def __init__(self, rules: Sequence[SuppressionRule], table: SensorTable) -> None:
+        self._rules = [(r, table.index[r.when_sensor]) for r in rules
+                       if r.when_sensor in table.index]
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def records(self, batch: ReadingBatch,
+                active_now: Callable[[str], bool]) -> list[dict[str, Any]]:
+        """``suppress`` records for the rules whose condition this batch changed."""
+        out: list[dict[str, Any]] = []
+        for rule, index in self._rules:
+            mask = batch.sensor == index
+            if not mask.any():
+                continue
+            ts, values = batch.ts[mask], batch.value[mask]
+            k = int(np.argmax(ts))
+            active = rule.condition(float(values[k]))
+            if active != active_now(rule.id):
+                out.append(suppress_record(rule.id, active, int(ts[k])))
+        return out

@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alarms.events import AlarmEvent
 from alarms.hazards import Hazard, HazardJournal, HazardRegistry, HazardRules, RepeatedAlarmCounter
-from alarms.journal import AlarmJournal
+from alarms.journal import Journal
 from alarms.lifecycle import AlarmChange, AlarmManager
 from alarms.periods import ImportantPeriod, active_periods, raised_priority, risk_floors
 from alarms.records import record_type
 from alarms.risk import ActivePoint, AreaRisk, RiskRule, RiskTracker, grade_areas
-from plantwatch.config import RiskColour
+from model.alarm_events import AlarmEvent
+from model.plant import RiskColour
 
 __all__ = ["AlarmSystem", "Outcome", "period_priority"]
 
@@ -42,6 +42,8 @@ class Outcome:
     events: list[AlarmEvent] = field(default_factory=list)  # condition events that took effect
     hazards: list[Hazard] = field(default_factory=list)
     risk: list[AreaRisk] = field(default_factory=list)
+    journaled: list[dict[str, Any]] = field(default_factory=list)
+    """The records this commit appended to the journal."""
 
     def __bool__(self) -> bool:
         return bool(self.changes or self.hazards or self.risk)
@@ -64,7 +66,7 @@ class AlarmSystem:
     def __init__(
         self,
         manager: AlarmManager,
-        journal: AlarmJournal,
+        journal: Journal,
         *,
         hazard_journal: HazardJournal | None = None,
         hazard_rules: HazardRules | None = None,
@@ -114,6 +116,7 @@ class AlarmSystem:
                 out.events.append(AlarmEvent.from_dict(record))
             out.changes += changes
         self.journal.append_records(keep)
+        out.journaled = keep
         out.hazards = self._automatic_hazards(out.changes)
         if out.changes:
             out.risk = self._risk.update(self.grades(now_ms))

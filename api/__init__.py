@@ -5,9 +5,9 @@ events to browsers through the :class:`EventHub` in it.
 """
 
 from api.app import ApiServices, create_app
-from api.hub import EventHub, HubSubscription
 from api.sse import alarm_stream, format_event
 from api.timeparse import TimeParamError, parse_duration_ms, parse_time_ms
+from notify.hub import EventHub, HubSubscription
 
 __all__ = [
     "ApiServices",

@@ -25,7 +25,7 @@ from alarms.system import AlarmSystem, Outcome
 from api.auth import Principal, TokenStore, require_role
 from api.models import AlarmOut
 from api.timeparse import TimeParamError, parse_duration_ms, parse_time_ms
-from plantwatch.config import PlantConfig
+from model.plant import PlantConfig
 
 __all__ = ["alarm_router"]
 

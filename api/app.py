@@ -29,7 +29,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from alarms.system import AlarmSystem, Outcome
 from api.alarm_routes import alarm_router
 from api.auth import TokenStore
-from api.hub import EventHub
 from api.models import (
     AlarmOut,
     ErrorOut,
@@ -42,10 +41,11 @@ from api.models import (
 )
 from api.sse import EventStreamResponse, alarm_stream
 from api.timeparse import TimeParamError, parse_duration_ms, parse_time_ms
-from detectors.sensor_table import SensorTable
-from ingest.errors import StoreError
-from ingest.store import ReadingStore
-from plantwatch.config import PlantConfig
+from model.plant import PlantConfig
+from model.sensor_table import SensorTable
+from notify.hub import EventHub
+from store.base import ReadingStore
+from store.errors import StoreError
 
 __all__ = [
     "DEFAULT_WINDOW_MS",

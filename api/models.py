@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingest.store import SeriesPoint
-from plantwatch.config import (
+from model.plant import (
     Area,
     PlantConfig,
     Priority,
@@ -17,6 +16,7 @@ from plantwatch.config import (
     SensorPlace,
     Workshop,
 )
+from store.base import SeriesPoint
 
 __all__ = [
     "AlarmOut",

@@ -1,4 +1,4 @@
-"""The alarm event stream (``text/event-stream``) over the :class:`~api.hub.EventHub`.
+"""The alarm event stream (``text/event-stream``) over the :class:`~notify.hub.EventHub`.
 
 A client gets, in order: a ``retry`` hint and a ``snapshot`` event with the
 active alarms, then every hub event as ``event: <name>`` / ``data: <json>``,
@@ -25,7 +25,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from alarms.points import AlarmPoint
-from api.hub import EventHub
+from notify.hub import EventHub
 
 __all__ = [
     "KEEPALIVE",

@@ -25,9 +25,9 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plantwatch.config import load_plant  # noqa: E402
-from plantwatch.kpi_report import kpi_tables  # noqa: E402
-from plantwatch.localservers import Mosquitto  # noqa: E402
+from devservers.localservers import Mosquitto  # noqa: E402
+from model.plant import load_plant  # noqa: E402
+from offline.kpi_report import kpi_tables  # noqa: E402
 from plantwatch.service import Service  # noqa: E402
 from plantwatch.settings import load_settings  # noqa: E402
 from simulators import LeakSpec, run_simulation  # noqa: E402

@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from alarms.events import AlarmEvent  # noqa: E402
-from plantwatch.alarm_config import load_alarm_config  # noqa: E402
-from plantwatch.config import load_plant  # noqa: E402
+from alarms.config import load_alarm_config  # noqa: E402
+from model.alarm_events import AlarmEvent  # noqa: E402
+from model.plant import load_plant  # noqa: E402
 
 
 def main() -> None:

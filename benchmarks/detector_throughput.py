@@ -37,11 +37,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detectors.batch import ReadingBatch  # noqa: E402
-from detectors.sensor_table import SensorTable  # noqa: E402
 from detectors.suite import DetectorSuite  # noqa: E402
+from model.batch import ReadingBatch  # noqa: E402
+from model.plant import parse_plant  # noqa: E402
+from model.sensor_table import SensorTable  # noqa: E402
 from plantwatch.allocator import keep_freed_memory  # noqa: E402
-from plantwatch.config import parse_plant  # noqa: E402
 
 KINDS = (
     {"kind": "combustible_lel", "range": [0, 100]},

@@ -10,7 +10,7 @@ every restart, a crash loop.
 What it does, on servers it starts on loopback ports and stops by pid, even on
 error:
 
-1. Mosquitto with the project's configuration (``plantwatch.localservers``),
+1. Mosquitto with the project's configuration (``devservers.localservers``),
    and ``.venv/bin/plantwatch run`` as a subprocess: SQLite store in the work
    directory (``--store influx``: a local InfluxDB), API and metrics on free ports;
 2. a listener, subscribed before anything is published, counting dead
@@ -80,11 +80,11 @@ from benchmarks.hostile_payloads import (  # noqa: E402
     counts,
 )
 from benchmarks.ingest_throughput import PLANT, PLANT_FILE, proc_hwm_mib  # noqa: E402
-from detectors.sensor_table import SensorTable  # noqa: E402
-from ingest.influx import InfluxStore  # noqa: E402
+from devservers.localservers import LOOPBACK, InfluxD, Mosquitto, free_port  # noqa: E402
+from model.sensor_table import SensorTable  # noqa: E402
 from plantwatch.allocator import RELEASE_INTERVAL_S  # noqa: E402
-from plantwatch.localservers import LOOPBACK, InfluxD, Mosquitto, free_port  # noqa: E402
 from simulators import MqttPublisher, PlantSimulator, PublishError  # noqa: E402
+from store.influx import InfluxStore  # noqa: E402
 
 DEADLETTER_TOPIC = "plantwatch/deadletter"
 REBIRTH_FILTER = "spBv1.0/+/NCMD/#"

@@ -54,13 +54,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detectors.batch import ReadingBatch  # noqa: E402
-from detectors.sensor_table import SensorTable  # noqa: E402
-from ingest.influx import InfluxStore, series_chunks  # noqa: E402
-from ingest.line_protocol import encode_readings, series_prefixes  # noqa: E402
-from plantwatch.config import load_plant  # noqa: E402
-from plantwatch.localservers import InfluxD, Mosquitto, free_port  # noqa: E402
+from devservers.localservers import InfluxD, Mosquitto, free_port  # noqa: E402
+from model.batch import ReadingBatch  # noqa: E402
+from model.plant import load_plant  # noqa: E402
+from model.sensor_table import SensorTable  # noqa: E402
 from simulators import MqttPublisher, PlantSimulator  # noqa: E402
+from store.influx import InfluxStore, series_chunks  # noqa: E402
+from store.line_protocol import encode_readings, series_prefixes  # noqa: E402
 
 PLANT_FILE = ROOT / "config" / "plant.yaml"
 PLANT = load_plant(PLANT_FILE)
@@ -154,7 +154,7 @@ def influx_ceiling(url: str, n_points: int, connections: int) -> float:
 
     The plant's series (one per sensor), one point of each per second; every
     400,000 points grouped by series and cut at series boundaries into
-    ~50,000-line requests (``ingest.influx.series_chunks``, as a plantwatch
+    ~50,000-line requests (``store.influx.series_chunks``, as a plantwatch
     writer does with four merged 100k flushes), so (c)/(b) compares like with
     like: what plantwatch adds on top of the cheapest writes it could make.
     """

@@ -3,7 +3,7 @@
 A detector is a pure object: arrays in, scores out; no I/O, no wall clock,
 no logging of data. Time is the readings' own event time (or an argument).
 
-* ``update(batch)`` consumes a :class:`~detectors.batch.ReadingBatch` and
+* ``update(batch)`` consumes a :class:`~model.batch.ReadingBatch` and
   returns one float64 score per row of the batch, in the batch's row order.
   Readings are taken per sensor in timestamp order; a reading not newer than
   the sensor's last processed one (late or duplicate) does not move state and
@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from detectors.batch import ReadingBatch
+from model.batch import ReadingBatch
 
 __all__ = ["Detector", "State"]
 

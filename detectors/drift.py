@@ -93,9 +93,9 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from detectors.batch import ReadingBatch
 from detectors.rounds import F64, I64, Index, RoundDetector
-from detectors.sensor_table import SensorTable
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
 
 __all__ = ["DriftDetector"]
 

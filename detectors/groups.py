@@ -33,10 +33,10 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
-from detectors.batch import ReadingBatch
 from detectors.decide import CONDITIONS, NO_TS, Transitions
 from detectors.mspc import MspcDetector, PcaMonitor
-from detectors.sensor_table import SensorTable
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
 
 __all__ = ["GroupModel", "GroupMonitors"]
 

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.rounds import F64, I64, NO_TS, Index, RoundDetector
-from detectors.sensor_table import SensorTable
+from model.sensor_table import SensorTable
 
 __all__ = [
     "NoDataDetector",

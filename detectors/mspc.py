@@ -63,7 +63,7 @@ import numpy.typing as npt
 from scipy import signal, stats
 
 from detectors.base import State
-from detectors.batch import ReadingBatch
+from model.batch import ReadingBatch
 
 __all__ = ["MspcDetector", "PcaMonitor", "hysteresis_alarm"]
 

@@ -78,9 +78,9 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
-from detectors.batch import ReadingBatch
 from detectors.rounds import order_by_sensor_time
-from detectors.sensor_table import SensorTable
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
 
 __all__ = ["RateOfChangeDetector", "RobustHolt", "SensorRound", "Sensors"]
 

@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
-from detectors.batch import ReadingBatch
-from detectors.sensor_table import SensorTable
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
 
 __all__ = [
     "NO_TS",

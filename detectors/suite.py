@@ -75,7 +75,6 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
-from detectors.batch import ReadingBatch
 from detectors.decide import CONDITIONS, NO_TS, ConditionBank, Transitions
 from detectors.drift import DriftDetector
 from detectors.groups import GroupModel, GroupMonitors
@@ -83,8 +82,9 @@ from detectors.health import NoDataDetector, RangeDetector, SpikeDetector, Stuck
 from detectors.limits import POINTS, LimitDetector
 from detectors.rate import RateOfChangeDetector
 from detectors.rounds import at, fresh_rounds, in_sensor_order
-from detectors.sensor_table import SensorTable
 from detectors.trend import TrendDetector
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
 
 __all__ = ["SCORED", "DetectorSuite"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fuzz_support as fs
 
-from ingest.decode_json import decode_gateway_json
+from decoders.json_gateway import decode_gateway_json
 
 TOPIC = "plant/s1/gw-tf-a"
 

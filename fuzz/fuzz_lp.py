@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import fuzz_support as fs
 
-from ingest.decode_lp import PRECISIONS, decode_line_protocol
+from decoders.lp_gateway import PRECISIONS, decode_line_protocol
 
 TOPIC = "plant/s1/lp"
 _UNITS = tuple(p for p in PRECISIONS if p != "auto")

@@ -23,7 +23,7 @@ from math import isfinite
 
 import fuzz_support as fs
 
-from ingest.sparkplug_host import HostOutput, SparkplugHost
+from decoders.sparkplug_host import HostOutput, SparkplugHost
 from sparkplug import PayloadError, decode_payload, parse_topic
 
 HOST_ID = "plantwatch"

@@ -32,13 +32,13 @@ if str(ROOT) not in sys.path:  # tests.plants is not installed with the package
 with atheris.instrument_imports(include=["ingest", "sparkplug"]):
     # Every decoder the harnesses drive is imported here, so instrumented, before
     # anything else can import it; detectors and tests stay uninstrumented.
-    import ingest.decode_lp
-    import ingest.sparkplug_host  # noqa: F401
+    import decoders.lp_gateway
+    import decoders.sparkplug_host  # noqa: F401
     import sparkplug.codec  # noqa: F401
-    from detectors.batch import ReadingBatch
-    from detectors.sensor_table import SensorTable
+    from decoders.json_gateway import DecodeLimits, DecodeResult, Rejection
     from ingest import dead_letter
-    from ingest.decode_json import DecodeLimits, DecodeResult, Rejection
+    from model.batch import ReadingBatch
+    from model.sensor_table import SensorTable
     from tests.plants import small_plant
 
 #: Arrival time of every message (2025-11-28 13:40 UTC); the seeds' timestamps are near it.

@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Checkpoint", "CheckpointFile", "remap_state"]
+from engine.snapshot import Snapshot
 
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    state: dict[str, npt.NDArray[Any]]
-    sensor_ids: list[str]
-    journal_offset: int
+__all__ = ["CheckpointFile"]
 
 
 class CheckpointFile:
@@ -57,45 +51,11 @@ class CheckpointFile:
         finally:
             os.close(dir_fd)
 
-    def load(self) -> Checkpoint | None:
+    def load(self) -> Snapshot | None:
         if not self.path.exists():
             return None
         with np.load(self.path, allow_pickle=False) as data:
             state = {k: data[k] for k in data.files if not k.startswith("__")}
             ids = [str(x) for x in data["__sensor_ids__"].tolist()]
             offset = int(data["__journal_offset__"])
-        return Checkpoint(state, ids, offset)
-
-
-def remap_state(
-    saved: dict[str, npt.NDArray[Any]],
-    saved_ids: list[str],
-    fresh: dict[str, npt.NDArray[Any]],
-    ids: list[str],
-) -> dict[str, npt.NDArray[Any]]:
-    """Carry saved state over to the current detectors, whatever changed since.
-
-    Per-sensor arrays (first axis = sensors) keep the rows of the sensors that
-    are still configured, matched by id; new sensors start fresh. Other arrays
-    (a clock, say) are taken as saved when their shape still fits. Keys the
-    saved state lacks (a detector added since) start fresh; keys the
-    detectors no longer have are dropped.
-    """
-    where = {sid: i for i, sid in enumerate(saved_ids)}
-    new_rows = np.array([i for i, sid in enumerate(ids) if sid in where], dtype=np.intp)
-    old_rows = np.array([where[sid] for sid in ids if sid in where], dtype=np.intp)
-    out: dict[str, npt.NDArray[Any]] = {}
-    for name, arr in fresh.items():
-        old = saved.get(name)
-        if old is None:
-            out[name] = arr
-        elif arr.ndim and old.ndim and len(arr) == len(ids) and len(old) == len(saved_ids):
-            merged = arr.copy()
-            if len(new_rows):
-                merged[new_rows] = old[old_rows]
-            out[name] = merged
-        elif old.shape == arr.shape:
-            out[name] = old
-        else:
-            out[name] = arr
-    return out
+        return Snapshot(state, ids, offset)

@@ -27,7 +27,7 @@ keepalive. It used to wait at ``max_pending`` (5,000) messages, and under a
 flood of hostile input that stalled every publish until paho's 65,535
 message ids ran out, and once had the broker drop the connection.
 Either way nothing is dropped here (the broker's ``max_queued_messages`` must
-allow the backlog; see ``plantwatch.localservers``).
+allow the backlog; see ``devservers.localservers``).
 
 Session: a fixed client id and a persistent session (MQTT 5: clean start off
 with a session expiry; 3.1.1: ``clean_session=False``), so the broker keeps
@@ -68,7 +68,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.errors import IngestError
+from store.errors import IngestError
 
 __all__ = ["BrokerAddress", "InboundMessage", "MqttSource", "parse_broker_url"]
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.batch import ReadingBatch
-from ingest.errors import SpoolError
+from model.batch import ReadingBatch
+from store.errors import SpoolError
 
 __all__ = ["Spool"]
 

@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alarms.events import AlarmEvent
-from detectors.batch import ReadingBatch
-from ingest.backoff import Backoff
-from ingest.errors import SpoolError, StoreRejected, StoreUnavailable
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
-from ingest.store import ReadingStore
+from model.alarm_events import AlarmEvent
+from model.batch import ReadingBatch
+from store.backoff import Backoff
+from store.base import ReadingStore
+from store.errors import SpoolError, StoreRejected, StoreUnavailable
 
 __all__ = ["StoreWriter", "WriteJob"]
 
@@ -131,7 +131,7 @@ class StoreWriter:
         up to ``coalesce_readings`` readings in all.
 
         Why: one request with more points of each series costs InfluxDB less
-        per point (see :func:`ingest.influx.series_chunks`), and the queue only
+        per point (see :func:`store.influx.series_chunks`), and the queue only
         holds jobs when the store is the bottleneck. With 100k-reading flushes
         of 10,000 sensors (benchmarks/ingest_throughput.py, 2 cores), merging
         up to 4 of them took the end-to-end rate from 244k to 256k and from

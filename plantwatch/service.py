@@ -22,39 +22,40 @@ from wsgiref.simple_server import WSGIServer
 import uvicorn
 from prometheus_client import start_http_server
 
+from alarms.config import AlarmConfig, load_alarm_config
 from alarms.hazards import HazardJournal
 from alarms.journal import AlarmJournal
 from alarms.system import AlarmSystem
 from api.app import ApiServices, create_app
 from api.auth import TokenStore
-from api.hub import EventHub
-from detectors.sensor_table import SensorTable
+from decoders.json_gateway import DecodeLimits
+from decoders.sparkplug_host import SparkplugHost
 from detectors.suite import DetectorSuite
-from ingest.backoff import Backoff
+from engine.engine import Engine
 from ingest.checkpoint import CheckpointFile
-from ingest.decode_json import DecodeLimits
-from ingest.errors import StoreError
-from ingest.influx import InfluxStore
 from ingest.metrics import IngestMetrics, SourceCollector
 from ingest.mqtt_source import MqttSource
-from ingest.pipeline import Pipeline, PipelineConfig, restore_alarm_state
-from ingest.sparkplug_host import SparkplugHost
+from ingest.pipeline import Pipeline, PipelineConfig
 from ingest.spool import Spool
-from ingest.sqlite_store import SQLiteStore
-from ingest.store import ReadingStore
 from ingest.writer import StoreWriter
-from plantwatch.alarm_config import AlarmConfig, load_alarm_config
+from model.plant import PlantConfig, load_plant
+from model.sensor_table import SensorTable
+from notify.alarm_notifier import AlarmNotifier, webhook_targets
+from notify.hub import EventHub
+from notify.webhooks import WebhookNotifier
 from plantwatch.allocator import RELEASE_INTERVAL_S, release_freed_memory
-from plantwatch.config import PlantConfig, load_plant
-from plantwatch.mspc_models import (
+from plantwatch.settings import Settings
+from store.backoff import Backoff
+from store.base import ReadingStore
+from store.errors import StoreError
+from store.influx import InfluxStore
+from store.mspc_models import (
     MspcGroups,
     load_group_models,
     load_mspc_config,
     model_path,
 )
-from plantwatch.notify import AlarmNotifier, webhook_targets
-from plantwatch.settings import Settings
-from plantwatch.webhooks import WebhookNotifier
+from store.sqlite import SQLiteStore
 
 __all__ = ["Service", "make_store"]
 
@@ -114,7 +115,6 @@ class Service:
                         "--end ...", group_id, model_path(state_dir, group_id).parent, group_id)
         self.detector = DetectorSuite(self.table, groups=groups)
         self.alarms = self._make_alarm_system(state_dir)
-        restore_alarm_state(self.table, self.detector, self.alarms, self.checkpoint)
         self.tokens = TokenStore(settings.api.tokens_file or state_dir / "tokens.json")
         ing = settings.ingest
         decode_limits = DecodeLimits(
@@ -144,6 +144,12 @@ class Service:
             self._state_ts = int(time.time() * 1000)
             death = self.sparkplug.state_death(self._state_ts)
             will = (death.topic, death.payload, death.qos, death.retain)
+        self.engine = Engine.for_plant(self.table, self.detector, self.alarms,
+                                       sparkplug=self.sparkplug, limits=decode_limits)
+        cut = self.engine.restore(self.checkpoint.load(), int(time.time() * 1000))
+        if cut:
+            log.info("alarm journal ran %d bytes ahead of the detector checkpoint; the "
+                     "readings behind those events are redelivered by the broker", cut)
         self.source = MqttSource(
             settings.mqtt.url,
             settings.mqtt.client_id,
@@ -168,11 +174,9 @@ class Service:
             area_site={area.id: site for site, area in self.plant.areas()},
         )
         self.pipeline = Pipeline(
-            table=self.table,
+            engine=self.engine,
             source=self.source,
             writer=self.writer,
-            detector=self.detector,
-            alarms=self.alarms,
             checkpoint=self.checkpoint,
             metrics=self.metrics,
             config=PipelineConfig(
@@ -182,7 +186,7 @@ class Service:
                 decode_limits=decode_limits,
             ),
             on_alarm_outcome=self.notifier,
-            sparkplug=self.sparkplug,
+            on_connection_lost=self.engine.connection_lost,
         )
         self.writer.on_refused = self.pipeline.dead_letter_refused
         self.metrics.registry.register(SourceCollector(self.source))
@@ -193,16 +197,8 @@ class Service:
         self.ready = asyncio.Event()
 
     def _make_alarm_system(self, state_dir: Path) -> AlarmSystem:
-        cfg = self.alarm_config
-        return AlarmSystem(
-            cfg.manager(self.plant),
-            AlarmJournal(state_dir / "alarms.jsonl"),
-            hazard_journal=HazardJournal(state_dir / "hazards.jsonl"),
-            hazard_rules=cfg.hazard_rules(),
-            inherent_risk={area.id: area.risk for _, area in self.plant.areas()},
-            risk_rules=cfg.rules_for_risk(),
-            periods=cfg.periods,
-        )
+        return self.alarm_config.system(self.plant, AlarmJournal(state_dir / "alarms.jsonl"),
+                                        HazardJournal(state_dir / "hazards.jsonl"))
 
     def _sparkplug_online(self) -> None:
         """On every (re)connect: the host's STATE birth (paho's thread; publish is safe)."""

@@ -64,7 +64,7 @@ class InfluxSettings(BaseModel):
     # connections. 8 reused connections measured best on 2 cores.
     max_connections: int = Field(8, ge=1, le=16)
     # Lines per /write request (split at series boundaries). Larger requests
-    # cost InfluxDB less per point: see ingest.influx.series_chunks.
+    # cost InfluxDB less per point: see store.influx.series_chunks.
     lines_per_write: int = Field(50_000, ge=1_000, le=500_000)
     timeout_s: float = Field(10.0, gt=0)
 
@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     plant: Path = Path("config/plant.yaml")
     # The alarm philosophy; default: alarms.yaml beside the plant file, if there is one.
     alarms: Path | None = None
-    # MSPC groups (plantwatch.mspc_models); default: mspc.yaml beside the plant file.
+    # MSPC groups (store.mspc_models); default: mspc.yaml beside the plant file.
     mspc: Path | None = None
     store: Literal["influxdb", "sqlite"] = "influxdb"
     state_dir: Path = Path("var")

@@ -9,7 +9,7 @@ Topic ``plant/<site>/<gateway>``, QoS 1, payload::
 reading may carry its own ``ts`` and ``quality`` (0 good, 1 uncertain, 2 bad,
 3 stale), which the simulator never needs: all its readings of a step share
 the step's time and are good. Each area's sensors are published by the area's
-gateway (:attr:`plantwatch.config.SensorPlace.gateway`).
+gateway (:attr:`model.plant.SensorPlace.gateway`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from plantwatch.config import PlantConfig
+from model.plant import PlantConfig
 
 __all__ = [
     "GatewayGroup",

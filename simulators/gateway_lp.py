@@ -1,8 +1,8 @@
 """The line-protocol gateway payload, as a Telegraf-fed gateway publishes it.
 
 Topic ``plant/<site>/lp``, one reading per line, in the schema plantwatch
-itself writes to InfluxDB (``ingest/line_protocol.py``) and reads back from
-MQTT (``ingest/decode_lp.py``)::
+itself writes to InfluxDB (``store/line_protocol.py``) and reads back from
+MQTT (``decoders/lp_gateway.py``)::
 
     combustible_lel,area=tf-loading,sensor=TF-L-LEL-01,site=nanhai,workshop=tank-farm \\
         value=1.25,quality=0i 1780243200000
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from plantwatch.config import SensorPlace
+from model.plant import SensorPlace
 
 __all__ = ["encode_lp_message", "escape_lp_measurement", "escape_lp_tag", "lp_topic",
            "series_prefix"]

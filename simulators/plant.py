@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from plantwatch.config import PlantConfig, SensorConfig
+from model.plant import PlantConfig, SensorConfig
 from simulators.errors import LeakSpecError
 from simulators.leak import LeakSpec, leak_response, parse_leak
 

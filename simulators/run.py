@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plantwatch.config import PlantConfig
+from model.plant import PlantConfig
 from simulators.gateway_json import GatewayLayout
 from simulators.leak import LeakSpec
 from simulators.plant import PlantSimulator

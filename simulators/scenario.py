@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from plantwatch.config import ConfigError, PlantConfig, read_yaml
+from model.plant import ConfigError, PlantConfig, read_yaml
 from simulators.errors import SimulatorError
 from simulators.scenario_messages import ScenarioMessage, scenario_messages
 from simulators.scenario_plant import IncidentTruth, PlantIndex, ScenarioPlant
@@ -59,7 +59,7 @@ _PROCESS = ("pressure_kpa", "temperature_c", "level_pct", "flow_m3h")
 class ScenarioError(ConfigError, SimulatorError):
     """A scenario file is invalid; ``path`` is the file, ``problems`` say key path and problem.
 
-    A :class:`plantwatch.config.ConfigError` (so a CLI reports it like any bad
+    A :class:`model.plant.ConfigError` (so a CLI reports it like any bad
     config file) and a :class:`simulators.errors.SimulatorError`.
     """
 

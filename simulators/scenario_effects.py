@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from plantwatch.config import PlantConfig, SensorConfig, SensorPlace
+from model.plant import PlantConfig, SensorConfig, SensorPlace
 from simulators import faults as flt
 from simulators import process as proc
 from simulators.scenario_schema import (

@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from plantwatch.config import PlantConfig
+from model.plant import PlantConfig
 from simulators.faults import active
 from simulators.gateway_json import GatewayLayout, encode_gateway_message
 from simulators.gateway_lp import encode_lp_message, lp_topic, series_prefix

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from plantwatch.config import PlantConfig
+from model.plant import PlantConfig
 from simulators.plant import PlantSimulator
 from simulators.scenario_effects import (
     Effect,

@@ -36,7 +36,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from plantwatch.config import ID_PATTERN
+from model.plant import ID_PATTERN
 
 __all__ = [
     "DEFAULT_START",

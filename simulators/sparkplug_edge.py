@@ -45,7 +45,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from plantwatch.config import PlantConfig
+from model.plant import PlantConfig
 from simulators.errors import PublishError, SimulatorError
 from simulators.publisher import parse_broker_url
 from sparkplug import (

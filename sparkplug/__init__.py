@@ -1,7 +1,7 @@
 """Sparkplug B (3.0, ISO/IEC 20237) as plantwatch speaks it: topics and payloads.
 
 Shared by the edge-node simulator (:mod:`simulators.sparkplug_edge`) and the
-host application in ingest (:mod:`ingest.sparkplug_host`), so both sides read
+host application in ingest (:mod:`decoders.sparkplug_host`), so both sides read
 and write the same bytes. No MQTT client here: only names and encodings.
 
 Naming in plantwatch's Sparkplug namespace: group id = site id, edge node id =

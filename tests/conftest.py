@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from detectors.sensor_table import SensorTable
-from ingest.influx import InfluxStore
-from plantwatch.localservers import InfluxD, Mosquitto, find_influxd, find_mosquitto
+from devservers.localservers import InfluxD, Mosquitto, find_influxd, find_mosquitto
+from model.sensor_table import SensorTable
+from store.influx import InfluxStore
 
 INSTALL_ADVICE = (
     "{what} is needed by the integration tests and was not found on PATH or in /usr/sbin; "

@@ -38,19 +38,12 @@ from typing import Any, ParamSpec, TypeVar
 from hypothesis import Phase, settings
 from hypothesis import strategies as st
 
-from detectors.batch import ReadingBatch
-from detectors.sensor_table import SensorTable
+from decoders.json_gateway import DecodeLimits
+from decoders.sparkplug_host import SparkplugHost
 from ingest import dead_letter
-from ingest.decode_json import DecodeLimits
-from ingest.line_protocol import (
-    encode_readings,
-    escape_measurement,
-    escape_string_field,
-    escape_tag,
-    series_prefixes,
-)
 from ingest.pipeline import MAX_DEAD_LETTERS_PER_MESSAGE, PipelineConfig
-from ingest.sparkplug_host import SparkplugHost
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
 from simulators.sparkplug_edge import EdgeNodeMessages
 from sparkplug import (
     BD_SEQ_METRIC,
@@ -62,6 +55,13 @@ from sparkplug import (
     encode_payload,
 )
 from sparkplug import sparkplug_b_pb2 as pb
+from store.line_protocol import (
+    encode_readings,
+    escape_measurement,
+    escape_string_field,
+    escape_tag,
+    series_prefixes,
+)
 from tests.plants import small_plant
 
 P = ParamSpec("P")

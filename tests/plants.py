@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plantwatch.config import PlantConfig, parse_plant
+from model.plant import PlantConfig, parse_plant
 
 
 def small_plant_data() -> dict[str, Any]:

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from detectors.batch import ReadingBatch
 from detectors.decide import CONDITIONS
-from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
-from plantwatch.config import load_plant
+from model.batch import ReadingBatch
+from model.plant import load_plant
+from model.sensor_table import SensorTable
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANT_TABLE = SensorTable.from_config(load_plant(ROOT / "config" / "plant.yaml"))

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alarms.events import AlarmEvent
+from alarms.config import parse_alarm_config
 from alarms.hazards import HazardJournal
 from alarms.journal import AlarmJournal
 from alarms.lifecycle import AlarmManager
@@ -18,10 +18,10 @@ from alarms.periods import ImportantPeriod
 from alarms.system import AlarmSystem, Outcome
 from api import ApiServices, EventHub, create_app
 from api.auth import TokenStore
-from detectors.sensor_table import SensorTable
-from ingest.sqlite_store import SQLiteStore
-from plantwatch.alarm_config import parse_alarm_config
-from plantwatch.config import ConfigError
+from model.alarm_events import AlarmEvent
+from model.plant import ConfigError
+from model.sensor_table import SensorTable
+from store.sqlite import SQLiteStore
 from tests.plants import small_plant
 
 NOW = 1_780_000_000_000

@@ -21,7 +21,7 @@ from alarms.kpi import (
     parse_scope,
     posts_in_scope,
 )
-from plantwatch.config import PlantConfig, parse_plant
+from model.plant import PlantConfig, parse_plant
 from tests.plants import small_plant
 
 DAY = 86_400_000

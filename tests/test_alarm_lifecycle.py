@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alarms.catalogue import AlarmCatalogue, Rationalization
-from alarms.events import AlarmEvent
 from alarms.floods import FloodPolicy
 from alarms.journal import AlarmJournal
 from alarms.kpi import compute_kpis
@@ -19,7 +18,8 @@ from alarms.lifecycle import AlarmActionError, AlarmChange, AlarmManager, AlarmP
 from alarms.records import action_record, suppress_record, suppression_record, tick_record
 from alarms.suppression import SuppressionRule
 from alarms.system import AlarmSystem
-from plantwatch.config import parse_plant
+from model.alarm_events import AlarmEvent
+from model.plant import parse_plant
 from tests.plants import small_plant, small_plant_data
 
 T0 = 1_780_000_000_000

@@ -22,7 +22,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
-from plantwatch.webhooks import verify_signature
+from notify.webhooks import verify_signature
 from simulators import LeakSpec, run_simulation
 from tests.test_end_to_end import PLANT, PLANT_FILE, running_service, sse_events, until
 from tests.test_webhooks import Receiver

@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.requests import ClientDisconnect
 
 from alarms.catalogue import AlarmCatalogue
-from alarms.events import AlarmAction, AlarmEvent, alarm_id
 from alarms.journal import AlarmJournal
 from alarms.lifecycle import AlarmManager
 from alarms.risk import DEFAULT_RISK_RULES
@@ -30,12 +29,13 @@ from api import ApiServices, EventHub, create_app
 from api.auth import TokenStore
 from api.sse import KEEPALIVE, alarm_stream, format_event
 from api.timeparse import MAX_EPOCH_MS, TimeParamError, parse_duration_ms, parse_time_ms
-from detectors.batch import ReadingBatch
-from detectors.sensor_table import SensorTable
-from ingest.errors import StoreUnavailable
-from ingest.store import ReadingStore, SeriesPoint
-from plantwatch.config import PlantConfig, parse_plant
-from plantwatch.notify import AlarmNotifier
+from model.alarm_events import AlarmAction, AlarmEvent, alarm_id
+from model.batch import ReadingBatch
+from model.plant import PlantConfig, parse_plant
+from model.sensor_table import SensorTable
+from notify.alarm_notifier import AlarmNotifier
+from store.base import ReadingStore, SeriesPoint
+from store.errors import StoreUnavailable
 
 NOW = 1_714_557_600_000  # 2024-05-01T10:00:00Z
 HOUR = 3_600_000

@@ -9,16 +9,16 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from alarms.config import load_alarm_config
 from detectors.groups import GroupModel
-from detectors.sensor_table import SensorTable
-from plantwatch.alarm_config import load_alarm_config
-from plantwatch.backtest import BacktestReport, run_backtest
-from plantwatch.backtest_mspc import fit_groups_on_lead_in
+from model.plant import load_plant
+from model.sensor_table import SensorTable
+from offline.backtest import BacktestReport, run_backtest
+from offline.backtest_mspc import fit_groups_on_lead_in
+from offline.scenario_io import Format, scenario_feed
 from plantwatch.cli import app
-from plantwatch.config import load_plant
-from plantwatch.mspc_models import load_mspc_config, model_path, save_group_model
-from plantwatch.scenario_io import Format, scenario_feed
 from simulators.scenario import load_scenario
+from store.mspc_models import load_mspc_config, model_path, save_group_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANT = load_plant(ROOT / "config" / "plant.yaml")
@@ -31,7 +31,7 @@ def backtest(path: Path, fmt: Format = "json") -> BacktestReport:
     sc = load_scenario(path, PLANT)
     feed = scenario_feed(sc, PLANT, fmt)
     return run_backtest(sc.name, PLANT, ALARMS, feed.messages, feed.truths,
-                        start_ms=feed.start_ms, duration_s=sc.duration_s, decode=feed.decode)
+                        start_ms=feed.start_ms, duration_s=sc.duration_s, sparkplug=feed.sparkplug)
 
 
 def test_there_are_the_nine_scenarios_the_issue_names() -> None:
@@ -117,7 +117,7 @@ MSPC = load_mspc_config(ROOT / "config" / "mspc.yaml", PLANT)
 def _lead_in_groups(path: Path, seconds: float) -> list[GroupModel]:
     feed = scenario_feed(load_scenario(path, PLANT), PLANT)
     return fit_groups_on_lead_in(SensorTable.from_config(PLANT), MSPC, feed.messages,
-                                 feed.start_ms, seconds, feed.decode)
+                                 feed.start_ms, seconds, feed.sparkplug)
 
 
 def test_mspc_fitted_on_the_lead_in_warns_of_the_runaway_before_the_trend() -> None:

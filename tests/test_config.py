@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from plantwatch.config import ConfigError, PlantConfig, load_plant, toxic_preset_ppm
+from model.plant import ConfigError, PlantConfig, load_plant, toxic_preset_ppm
 
 PLANT_YAML = Path(__file__).resolve().parents[1] / "config" / "plant.yaml"
 FIVE_KINDS = {"combustible_lel", "toxic_ppm", "oxygen_pct", "pressure_kpa", "temperature_c"}

@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.decode_json import DecodeLimits, decode_gateway_json
+from decoders.json_gateway import DecodeLimits, decode_gateway_json
 
 INDEX = {"A": 0, "B": 1, "C": 2}
 NOW = 1_764_337_200_000

@@ -10,17 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.batch import ReadingBatch
-from detectors.sensor_table import SensorTable
-from ingest.decode_json import DecodeLimits, DecodeResult
-from ingest.decode_lp import (
+from decoders.json_gateway import DecodeLimits, DecodeResult
+from decoders.lp_gateway import (
     LineError,
     _parse_fast,
     _parse_slow,
     decode_line_protocol,
     parse_line,
 )
-from ingest.line_protocol import encode_readings, escape_measurement, escape_tag, series_prefixes
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
+from store.line_protocol import encode_readings, escape_measurement, escape_tag, series_prefixes
 from tests.plants import small_plant
 
 NOW = 1_764_337_200_000  # 2025-11-28T13:40:00Z, ms

@@ -22,15 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detectors.base import Detector
-from detectors.batch import ReadingBatch
 from detectors.drift import DriftDetector
 from detectors.health import NoDataDetector, RangeDetector, SpikeDetector, StuckDetector
 from detectors.limits import LimitDetector
 from detectors.mspc import MspcDetector, PcaMonitor
 from detectors.rate import RateOfChangeDetector
-from detectors.sensor_table import SensorTable
 from detectors.trend import TrendDetector
-from plantwatch.config import parse_plant
+from model.batch import ReadingBatch
+from model.plant import parse_plant
+from model.sensor_table import SensorTable
 from tests.plants import small_plant_data
 
 DATA = small_plant_data()

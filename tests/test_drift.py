@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.batch import ReadingBatch
 from detectors.drift import DriftDetector
+from model.batch import ReadingBatch
 from tests.test_health import (
     LEL,
     T0,

@@ -24,12 +24,12 @@ import httpx
 import numpy as np
 import pytest
 
-from detectors.sensor_table import SensorTable
-from ingest.influx import InfluxStore
-from plantwatch.config import load_plant
-from plantwatch.localservers import free_port
+from devservers.localservers import free_port
+from model.plant import load_plant
+from model.sensor_table import SensorTable
 from simulators import LeakSpec, MqttPublisher, PlantSimulator, run_simulation
 from simulators.gateway_json import encode_gateway_message, gateway_topic
+from store.influx import InfluxStore
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANT_FILE = ROOT / "config" / "plant.yaml"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alarms.events import AlarmEvent
 from alarms.journal import AlarmJournal
 from alarms.lifecycle import AlarmManager
-from detectors.batch import ReadingBatch
 from ingest.checkpoint import CheckpointFile, remap_state
 from ingest.spool import Spool
+from model.alarm_events import AlarmEvent
+from model.batch import ReadingBatch
 
 
 def batch(n: int, start: int = 0) -> ReadingBatch:
@@ -140,10 +140,10 @@ def test_checkpoint_round_trip_and_remap(tmp_path) -> None:
 
 def test_checkpoint_of_the_whole_suite_survives_a_config_change(tmp_path) -> None:
     """Adding, removing and reordering sensors keeps the state of those kept."""
-    from detectors.batch import ReadingBatch as Batch
-    from detectors.sensor_table import SensorTable
     from detectors.suite import DetectorSuite
-    from plantwatch.config import parse_plant
+    from model.batch import ReadingBatch as Batch
+    from model.plant import parse_plant
+    from model.sensor_table import SensorTable
     from tests.plants import small_plant_data
 
     data = small_plant_data()
@@ -174,9 +174,9 @@ def test_checkpoint_of_the_whole_suite_survives_a_config_change(tmp_path) -> Non
 
 
 def test_alarms_restored_without_checkpoint_clear_normally() -> None:
-    from detectors.batch import ReadingBatch as Batch
-    from detectors.sensor_table import SensorTable
     from detectors.suite import DetectorSuite
+    from model.batch import ReadingBatch as Batch
+    from model.sensor_table import SensorTable
     from tests.plants import small_plant
 
     table = SensorTable.from_config(small_plant())

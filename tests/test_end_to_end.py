@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from plantwatch.config import load_plant
-from plantwatch.demo_broker import EmbeddedBroker
-from plantwatch.localservers import free_port
+from devservers.demo_broker import EmbeddedBroker
+from devservers.localservers import free_port
+from model.plant import load_plant
 from plantwatch.service import Service
 from plantwatch.settings import load_settings
 from simulators import LeakSpec, run_simulation

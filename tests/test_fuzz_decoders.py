@@ -27,10 +27,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from detectors.batch import ReadingBatch
-from ingest.decode_json import DecodeResult, Rejection, decode_gateway_json
-from ingest.decode_lp import PRECISIONS, decode_line_protocol
-from ingest.sparkplug_host import HostOutput, SparkplugHost
+from decoders.json_gateway import DecodeResult, Rejection, decode_gateway_json
+from decoders.lp_gateway import PRECISIONS, decode_line_protocol
+from decoders.sparkplug_host import HostOutput, SparkplugHost
+from model.batch import ReadingBatch
 from simulators.sparkplug_edge import EdgeNodeMessages
 from sparkplug import MessageType, parse_topic
 from tests.fuzz_strategies import (

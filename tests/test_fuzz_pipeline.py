@@ -37,8 +37,8 @@ import orjson
 import pytest
 from hypothesis import example, given
 
+from decoders.sparkplug_host import SparkplugHost
 from ingest.pipeline import PipelineConfig
-from ingest.sparkplug_host import SparkplugHost
 from simulators.sparkplug_edge import EdgeNodeMessages
 from sparkplug import DataType, MessageType, Metric, Payload, bd_seq_metric, encode_payload
 from tests.fuzz_strategies import (

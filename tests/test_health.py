@@ -21,10 +21,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from detectors.base import Detector
-from detectors.batch import ReadingBatch
 from detectors.health import NoDataDetector, RangeDetector, SpikeDetector, StuckDetector
 from detectors.rounds import NO_TS, RoundDetector, order_by_sensor_time, sensor_rounds
-from detectors.sensor_table import SensorTable
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
 from tests.plants import small_plant
 
 TABLE = SensorTable.from_config(small_plant())

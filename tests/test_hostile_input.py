@@ -11,12 +11,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
+import decoders.registry
 import ingest.pipeline
+from decoders.json_gateway import DecodeLimits, decode_gateway_json
+from decoders.lp_gateway import decode_line_protocol
+from decoders.sparkplug_host import MAX_DEVICES, SparkplugHost
 from ingest import dead_letter
-from ingest.decode_json import DecodeLimits, decode_gateway_json
-from ingest.decode_lp import decode_line_protocol
 from ingest.letter_limits import TopicLimiter
-from ingest.sparkplug_host import MAX_DEVICES, SparkplugHost
 from simulators.sparkplug_edge import EdgeNodeMessages
 from sparkplug import DataType, Metric, Payload, encode_payload
 from tests.test_pipeline import NOW, TABLE, Rig, gateway, until
@@ -160,7 +161,7 @@ async def test_a_message_that_fails_handling_is_dead_lettered_and_acked(
         tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Any bug a message finds is that message's internal_error, never the service's end;
     readings it appended before failing are taken back."""
-    real = ingest.pipeline.decode_gateway_json_into
+    real = decoders.registry.decode_gateway_json_into
 
     def buggy(payload, index, now_ms, limits, out, **kw):  # type: ignore[no-untyped-def]
         if b"poison" in payload:
@@ -168,7 +169,7 @@ async def test_a_message_that_fails_handling_is_dead_lettered_and_acked(
             raise ZeroDivisionError("a bug found by this input")
         return real(payload, index, now_ms, limits, out, **kw)
 
-    monkeypatch.setattr(ingest.pipeline, "decode_gateway_json_into", buggy)
+    monkeypatch.setattr(decoders.registry, "decode_gateway_json_into", buggy)
     rig = Rig(tmp_path)
     async with rig.running():
         bad = rig.source.feed("plant/s1/gw", b'{"poison": 1}')

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from api.hub import OVERFLOW_EVENT, EventHub, HubSubscription
+from notify.hub import OVERFLOW_EVENT, EventHub, HubSubscription
 
 
 async def _drain(subscription: HubSubscription) -> list[tuple[str, dict[str, Any]]]:

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alarms.events import AlarmEvent
-from detectors.batch import ReadingBatch
-from detectors.sensor_table import SensorTable
-from ingest.errors import StoreRejected, StoreUnavailable
-from ingest.influx import InfluxStore, duration_seconds, quote_ident, quote_string
-from plantwatch.config import SensorConfig
-from plantwatch.localservers import InfluxD
+from devservers.localservers import InfluxD
+from model.alarm_events import AlarmEvent
+from model.batch import ReadingBatch
+from model.plant import SensorConfig
+from model.sensor_table import SensorTable
+from store.errors import StoreRejected, StoreUnavailable
+from store.influx import InfluxStore, duration_seconds, quote_ident, quote_string
 from tests.conftest import InfluxStoreFactory
 from tests.plants import small_plant
 

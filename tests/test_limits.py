@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.batch import ReadingBatch
 from detectors.limits import POINTS, LimitDetector, order_by_sensor_time
-from detectors.sensor_table import SensorTable
-from plantwatch.config import parse_plant
+from model.batch import ReadingBatch
+from model.plant import parse_plant
+from model.sensor_table import SensorTable
 from tests.plants import small_plant, small_plant_data
 
 TABLE = SensorTable.from_config(small_plant())

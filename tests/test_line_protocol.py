@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from alarms.events import AlarmEvent
-from detectors.batch import ReadingBatch
-from detectors.sensor_table import LIMIT_NAMES, SensorTable
-from ingest.influx import series_chunks
-from ingest.line_protocol import (
+from model.alarm_events import AlarmEvent
+from model.batch import ReadingBatch
+from model.sensor_table import LIMIT_NAMES, SensorTable
+from store.influx import series_chunks
+from store.line_protocol import (
     encode_alarm_events,
     encode_readings,
     escape_measurement,

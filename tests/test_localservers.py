@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from plantwatch.localservers import (
+from devservers.localservers import (
     InfluxD,
     Mosquitto,
     ServerStartError,

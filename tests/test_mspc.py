@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.batch import ReadingBatch
 from detectors.mspc import MspcDetector, PcaMonitor, hysteresis_alarm
+from model.batch import ReadingBatch
 
 P = 6
 

@@ -18,16 +18,15 @@ from typer.testing import CliRunner
 from alarms.catalogue import AlarmCatalogue
 from alarms.from_detections import events_from_transitions
 from alarms.lifecycle import AlarmManager
-from detectors.batch import ReadingBatch
 from detectors.decide import CONDITIONS, Transitions
 from detectors.groups import GroupModel, GroupMonitors
 from detectors.mspc import PcaMonitor
-from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
-from ingest.sqlite_store import SQLiteStore
+from model.batch import ReadingBatch
+from model.plant import ConfigError, PlantConfig, parse_plant
+from model.sensor_table import SensorTable
 from plantwatch.cli import app
-from plantwatch.config import ConfigError, PlantConfig, parse_plant
-from plantwatch.mspc_models import (
+from store.mspc_models import (
     GroupConfig,
     MspcConfig,
     fit_group,
@@ -36,6 +35,7 @@ from plantwatch.mspc_models import (
     model_path,
     save_group_model,
 )
+from store.sqlite import SQLiteStore
 
 GROUP = ("TI-1", "TI-2", "PI-1")
 T0 = 1_764_000_000_000
@@ -336,7 +336,7 @@ async def test_the_live_pipeline_raises_and_journals_an_mspc_warning(tmp_path: P
 
 def test_the_sample_groups_fit_the_sample_plant() -> None:
     root = Path(__file__).resolve().parents[1]
-    from plantwatch.config import load_plant
+    from model.plant import load_plant
 
     plant = load_plant(root / "config" / "plant.yaml")
     config = load_mspc_config(root / "config" / "mspc.yaml", plant)

@@ -36,7 +36,7 @@ from detectors.evaluation.nab import (
     threshold_curve,
 )
 from detectors.evaluation.nab_data import load_corpus, load_profiles, load_results, load_windows
-from plantwatch.evaluate_nab import nab, score_detectors
+from plantwatch.cli.evaluate_nab import nab, score_detectors
 
 NAB_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
 STANDARD, LOW_FP, LOW_FN = DEFAULT_PROFILES

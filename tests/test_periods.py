@@ -21,7 +21,7 @@ from alarms.periods import (
     tightened_limits,
 )
 from alarms.risk import DEFAULT_RISK_RULES, grade_areas
-from plantwatch.config import Limits, RiskColour
+from model.plant import Limits, RiskColour
 
 
 def ms(iso: str) -> int:

@@ -16,21 +16,22 @@ from alarms.journal import AlarmJournal
 from alarms.lifecycle import AlarmManager
 from alarms.periods import ImportantPeriod
 from alarms.system import AlarmSystem
-from detectors.batch import ReadingBatch
+from decoders.sparkplug_host import SparkplugHost
 from detectors.groups import GroupModel
-from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
+from engine.engine import Engine
 from ingest.checkpoint import CheckpointFile
-from ingest.errors import StoreUnavailable
 from ingest.metrics import IngestMetrics
 from ingest.mqtt_source import InboundMessage
-from ingest.pipeline import Pipeline, PipelineConfig, restore_alarm_state
-from ingest.sparkplug_host import SparkplugHost
+from ingest.pipeline import Pipeline, PipelineConfig
 from ingest.spool import Spool
-from ingest.sqlite_store import SQLiteStore
 from ingest.writer import StoreWriter
-from plantwatch.config import PlantConfig
+from model.batch import ReadingBatch
+from model.plant import PlantConfig
+from model.sensor_table import SensorTable
 from simulators.sparkplug_edge import EdgeNodeMessages
+from store.errors import StoreUnavailable
+from store.sqlite import SQLiteStore
 from tests.plants import small_plant
 
 PLANT = small_plant()
@@ -111,18 +112,20 @@ class Rig:
         self.detector = DetectorSuite(table, groups=groups)
         self.alarms = AlarmSystem(AlarmManager(AlarmCatalogue(plant)), self.journal,
                                   periods=periods or [])
-        restore_alarm_state(table, self.detector, self.alarms, self.checkpoint)
+        cfg = config or PipelineConfig(flush_interval_s=0.02)
+        self.engine = Engine.for_plant(table, self.detector, self.alarms, sparkplug=sparkplug,
+                                       limits=cfg.decode_limits)
+        self.engine.restore(self.checkpoint.load(), int(time.time() * 1000))
         self.manager = self.alarms.manager
         self.writer = StoreWriter(self.store, self.spool, self.metrics, backoff_initial_s=0.05,
                                   backoff_max_s=0.2)
         self.announced: list[str] = []
         self.pipeline = Pipeline(
-            table=table, source=self.source, writer=self.writer, detector=self.detector,
-            alarms=self.alarms, checkpoint=self.checkpoint,
-            metrics=self.metrics, config=config or PipelineConfig(flush_interval_s=0.02),
+            engine=self.engine, source=self.source, writer=self.writer,
+            checkpoint=self.checkpoint, metrics=self.metrics, config=cfg,
             on_alarm_outcome=lambda out: self.announced.extend(
                 f"{e.alarm_id}:{e.action}" for e in out.events),
-            sparkplug=sparkplug,
+            on_connection_lost=self.engine.connection_lost,
         )
         if sparkplug is not None:
             self.source.topics.append("spBv1.0/#")

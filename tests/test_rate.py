@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.base import Detector
-from detectors.batch import ReadingBatch
 from detectors.rate import SCALE_READINGS, SETTLE_READINGS, RateOfChangeDetector
-from detectors.sensor_table import SensorTable
-from plantwatch.config import PlantConfig, parse_plant
+from model.batch import ReadingBatch
+from model.plant import PlantConfig, parse_plant
+from model.sensor_table import SensorTable
 from tests.plants import small_plant
 
 TABLE = SensorTable.from_config(small_plant())

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from plantwatch.config import ConfigError, load_plant, parse_plant
-from plantwatch.replay import csv_messages, load_csv_map, replay_start_ms
+from model.plant import ConfigError, load_plant, parse_plant
+from offline.replay import csv_messages, load_csv_map, replay_start_ms
 from tests.plants import small_plant_data
 
 ROOT = Path(__file__).resolve().parents[1]

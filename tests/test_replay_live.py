@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from plantwatch.alarm_config import load_alarm_config
-from plantwatch.backtest import run_backtest
-from plantwatch.replay import publish_paced, replay_start_ms
-from plantwatch.scenario_io import scenario_feed
+from alarms.config import load_alarm_config
+from offline.backtest import run_backtest
+from offline.replay import publish_paced, replay_start_ms
+from offline.scenario_io import scenario_feed
 from simulators.scenario import load_scenario
 from tests.test_end_to_end import PLANT, PLANT_FILE, running_service, until
 

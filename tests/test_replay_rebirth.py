@@ -12,10 +12,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.sparkplug_host import SparkplugHost
-from plantwatch.config import load_plant
-from plantwatch.replay import CommandListener
-from plantwatch.scenario_io import scenario_feed
+from decoders.sparkplug_host import SparkplugHost
+from model.plant import load_plant
+from offline.replay import CommandListener
+from offline.scenario_io import scenario_feed
 from simulators.scenario import load_scenario
 from simulators.sparkplug_edge import edge_nodes_for_plant
 from sparkplug.codec import decode_payload, rebirth_command
@@ -30,7 +30,7 @@ def _message_type(topic: str) -> str:
 
 
 def test_a_host_that_lost_its_broker_gets_births_again_and_then_the_data() -> None:
-    from detectors.sensor_table import SensorTable
+    from model.sensor_table import SensorTable
 
     table = SensorTable.from_config(PLANT)
     host = SparkplugHost("pw-test", table.index, reorder_timeout_ms=0)

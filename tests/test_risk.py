@@ -8,7 +8,6 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from alarms.events import CATEGORY_OF
 from alarms.risk import (
     DEFAULT_RISK_RULES,
     ActivePoint,
@@ -20,7 +19,8 @@ from alarms.risk import (
     grade_areas,
     max_colour,
 )
-from plantwatch.config import Priority, RiskColour, SensorKind
+from model.alarm_events import CATEGORY_OF
+from model.plant import Priority, RiskColour, SensorKind
 
 CATEGORY: dict[str, Category] = {
     "ll": "alarm", "l": "alarm", "h": "alarm", "hh": "alarm", "rate": "alarm",

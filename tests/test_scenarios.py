@@ -14,9 +14,9 @@ import orjson
 import pytest
 import yaml
 
-from ingest.decode_json import decode_gateway_json
-from ingest.decode_lp import decode_line_protocol
-from plantwatch.config import ConfigError, PlantConfig, load_plant
+from decoders.json_gateway import decode_gateway_json
+from decoders.lp_gateway import decode_line_protocol
+from model.plant import ConfigError, PlantConfig, load_plant
 from simulators import (
     PlantSimulator,
     Scenario,

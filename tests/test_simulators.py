@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import simulators
-from plantwatch.config import PlantConfig, load_plant
+from model.plant import PlantConfig, load_plant
 from simulators import (
     BrokerUrlError,
     GatewayLayout,

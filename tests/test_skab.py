@@ -27,7 +27,7 @@ from detectors.evaluation.skab import (
 )
 from detectors.evaluation.table import detection_delays, evaluate_table
 from detectors.evaluation.tabular_data import TableError
-from plantwatch.evaluate_tabular import skab, table
+from plantwatch.cli.evaluate_tabular import skab, table
 
 SKAB_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "skab"
 

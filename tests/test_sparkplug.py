@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.sparkplug_host import HostOutput, SparkplugHost
-from plantwatch.config import load_plant
+from decoders.sparkplug_host import HostOutput, SparkplugHost
+from model.plant import load_plant
 from simulators.sparkplug_edge import (
     EdgeNodeError,
     EdgeNodeMessages,

@@ -22,8 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.sparkplug_host import HostOutput, SparkplugHost
-from plantwatch.localservers import Mosquitto
+from decoders.sparkplug_host import HostOutput, SparkplugHost
+from devservers.localservers import Mosquitto
 from simulators.sparkplug_edge import EdgeNodeMessages, SparkplugEdgeNode
 from sparkplug import bd_seq_of, decode_payload
 

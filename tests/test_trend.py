@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.base import Detector
-from detectors.batch import ReadingBatch
-from detectors.sensor_table import SensorTable
 from detectors.trend import TrendDetector
-from plantwatch.config import parse_plant
+from model.batch import ReadingBatch
+from model.plant import parse_plant
+from model.sensor_table import SensorTable
 from simulators.leak import DETECTOR_T90_S, leak_response
 from tests.plants import small_plant
 from tests.test_rate import (

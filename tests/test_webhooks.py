@@ -18,8 +18,8 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.backoff import Backoff
-from plantwatch.webhooks import WebhookNotifier, WebhookTarget, verify_signature
+from notify.webhooks import WebhookNotifier, WebhookTarget, verify_signature
+from store.backoff import Backoff
 
 HANG = None  # a scripted "status" that never answers
 
@@ -342,7 +342,7 @@ async def test_dead_port_fails_after_max_attempts(
             [WebhookTarget("pager", dead_url, max_attempts=4)],
             registry=registry, client=client, backoff_factory=fast_backoff,
         )
-        with caplog.at_level(logging.WARNING, logger="plantwatch.webhooks"):
+        with caplog.at_level(logging.WARNING, logger="notify.webhooks"):
             async with running(notifier):
                 notifier.notify({"type": "alarm.raised"})
                 await notifier.join(5.0)

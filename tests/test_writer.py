@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alarms.events import AlarmEvent
-from detectors.batch import ReadingBatch
-from ingest.errors import StoreRejected
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 from ingest.writer import StoreWriter, WriteJob
+from model.alarm_events import AlarmEvent
+from model.batch import ReadingBatch
+from store.errors import StoreRejected
 
 BAD_SENSOR = 99
 

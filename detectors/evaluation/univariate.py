@@ -20,10 +20,10 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from detectors.batch import ReadingBatch
 from detectors.drift import DriftDetector
 from detectors.health import SpikeDetector
-from detectors.sensor_table import SensorTable
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
 
 __all__ = ["NAB_DETECTORS", "one_sensor_table"]
 

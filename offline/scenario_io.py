@@ -2,8 +2,8 @@
 
 One place decides how a scenario is encoded (JSON gateway, line protocol or
 Sparkplug B), where its time starts (as written, or moved so a replay ends
-at now), and how the backtest decodes it, so a replay and a backtest of the
-same scenario see the same bytes.
+at now), and whether it needs a Sparkplug B host to be read, so a replay and a
+backtest of the same scenario see the same bytes.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from plantwatch.backtest import Decode
-from plantwatch.config import PlantConfig
+from model.plant import PlantConfig
 from simulators.scenario import IncidentTruth, Scenario, ScenarioPlant, scenario_messages
 
 __all__ = ["ScenarioFeed", "scenario_feed"]
@@ -30,14 +29,13 @@ class ScenarioFeed:
     truths: list[IncidentTruth]
     plant_sim: ScenarioPlant
     plant: PlantConfig
-    decode: Decode | None = None
     # Sparkplug replay: the NCMD messages received since the last call, so the
-    # simulated edge nodes answer rebirth requests (plantwatch.replay.CommandListener).
+    # simulated edge nodes answer rebirth requests (offline.replay.CommandListener).
     commands: Callable[[], list[tuple[str, bytes]]] | None = None
 
     def _raw(self) -> Iterator[tuple[str, bytes, int, int]]:
         if self.fmt == "sparkplug":
-            from plantwatch.sparkplug_feed import sparkplug_messages
+            from offline.sparkplug_feed import sparkplug_messages
 
             yield from sparkplug_messages(self.scenario, self.plant, self.plant_sim,
                                           self.commands)
@@ -45,6 +43,11 @@ class ScenarioFeed:
         for m in scenario_messages(self.scenario, self.plant, self.fmt,
                                    scenario_plant=self.plant_sim):
             yield m.topic, m.payload, m.publish_ts_ms, m.n_readings
+
+    @property
+    def sparkplug(self) -> bool:
+        """Whether reading the feed needs a Sparkplug B host (the backtest makes one)."""
+        return self.fmt == "sparkplug"
 
     @property
     def messages(self) -> Iterable[tuple[str, bytes, int]]:
@@ -64,10 +67,5 @@ def scenario_feed(scenario: Scenario, plant: PlantConfig, fmt: Format = "json", 
         scenario = scenario.model_copy(
             update={"start": datetime.fromtimestamp(start_ms / 1000, UTC)})
     plant_sim = ScenarioPlant(scenario, plant)
-    decode: Decode | None = None
-    if fmt == "sparkplug":
-        from plantwatch.sparkplug_feed import sparkplug_decoder
-
-        decode = sparkplug_decoder(plant)
     return ScenarioFeed(scenario, fmt, scenario.start_ms, plant_sim.ground_truth(), plant_sim,
-                        plant, decode)
+                        plant)

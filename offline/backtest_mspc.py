@@ -5,7 +5,7 @@ simulated plant (its seed sets every baseline), so a model fitted on the
 service's history does not fit it. Every scenario opens with minutes of normal
 operation before its first incident: the groups are fitted on those, with the
 same code as ``plantwatch mspc fit`` (the readings go through the decoder into
-a throwaway SQLite store, and :func:`~plantwatch.mspc_models.fit_group`
+a throwaway SQLite store, and :func:`~store.mspc_models.fit_group`
 averages them over each group's ``fit_every_s``), so the backtest shows what
 multivariate monitoring adds on that plant.
 """
@@ -17,13 +17,14 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from detectors.batch import BatchBuilder, ReadingBatch
+from decoders.json_gateway import DecodeLimits
+from decoders.registry import decode_message, plant_decoders
 from detectors.groups import GroupModel
-from detectors.sensor_table import SensorTable
-from ingest.decode_json import DecodeLimits
-from ingest.sqlite_store import SQLiteStore
-from plantwatch.backtest import Decode, gateway_decoder
-from plantwatch.mspc_models import MspcConfig, fit_group
+from model.batch import BatchBuilder, ReadingBatch
+from model.sensor_table import SensorTable
+from offline.backtest import backtest_host
+from store.mspc_models import MspcConfig, fit_group
+from store.sqlite import SQLiteStore
 
 __all__ = ["fit_groups_on_lead_in"]
 
@@ -34,7 +35,7 @@ def fit_groups_on_lead_in(
     messages: Iterable[tuple[str, bytes, int]],
     start_ms: int,
     seconds: float,
-    decode: Decode | None = None,
+    sparkplug: bool = False,
 ) -> list[GroupModel]:
     """Fit every configured group on the readings published in ``[start_ms, start_ms + seconds)``.
 
@@ -43,12 +44,14 @@ def fit_groups_on_lead_in(
     when the lead-in is too short for it.
     """
     end_ms = start_ms + round(seconds * 1000)
-    decode = decode or gateway_decoder(table, DecodeLimits())
-    builder = BatchBuilder()
+    limits = DecodeLimits()
+    decoders = plant_decoders(table.by_site(), table.index, limits,
+                              backtest_host(table, limits) if sparkplug else None)
+    builder, backfill = BatchBuilder(), BatchBuilder()
     for topic, payload, publish_ms in messages:
         if publish_ms >= end_ms:
             break
-        decode(topic, payload, publish_ms, builder)
+        decode_message(decoders, topic, payload, publish_ms, builder, backfill)
     return asyncio.run(_fit(table, config, builder.build(), start_ms, end_ms))
 
 

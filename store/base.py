@@ -1,7 +1,7 @@
 """What every reading store offers: batched writes and the queries the API needs.
 
-Two implementations: :class:`ingest.influx.InfluxStore` (InfluxDB over the v1
-HTTP API, the production store) and :class:`ingest.sqlite_store.SQLiteStore`
+Two implementations: :class:`store.influx.InfluxStore` (InfluxDB over the v1
+HTTP API, the production store) and :class:`store.sqlite.SQLiteStore`
 (an embedded file, for the no-setup demo).
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from alarms.events import AlarmEvent
-from detectors.batch import ReadingBatch
+from model.alarm_events import AlarmEvent
+from model.batch import ReadingBatch
 
 __all__ = ["ReadingStore", "SeriesPoint"]
 
@@ -36,9 +36,9 @@ class SeriesPoint:
 class ReadingStore(Protocol):
     """A time-series store for readings and alarm events.
 
-    ``write`` raises :class:`ingest.errors.StoreUnavailable` when the store
+    ``write`` raises :class:`store.errors.StoreUnavailable` when the store
     cannot take the batch right now (the writer then retries or spools) and
-    :class:`ingest.errors.StoreRejected` when it never will (bad data).
+    :class:`store.errors.StoreRejected` when it never will (bad data).
     Writing the same sensor and timestamp twice overwrites: duplicates after a
     crash are harmless.
     """

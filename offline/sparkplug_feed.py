@@ -19,17 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from detectors.batch import BatchBuilder
-from detectors.sensor_table import SensorTable
-from ingest.sparkplug_host import SparkplugHost
-from plantwatch.backtest import Decode
-from plantwatch.config import PlantConfig
+from model.plant import PlantConfig
 from simulators.faults import active
 from simulators.scenario import Scenario, ScenarioPlant
 from simulators.scenario_schema import ClockSkewEvent, GatewaySilentEvent
 from simulators.sparkplug_edge import edge_nodes_for_plant
 
-__all__ = ["sparkplug_decoder", "sparkplug_messages"]
+__all__ = ["sparkplug_messages"]
 
 
 Commands = Callable[[], list[tuple[str, bytes]]]
@@ -63,17 +59,3 @@ def sparkplug_messages(scenario: Scenario, plant: PlantConfig, plant_sim: Scenar
             messages = node.births(written, mine) if not node.born else node.data(written, mine)
             for m in messages:
                 yield m.topic, m.payload, ts, m.n_readings
-
-
-def sparkplug_decoder(plant: PlantConfig) -> Decode:
-    """Decode Sparkplug B messages with the host state machine (live readings only)."""
-    table = SensorTable.from_config(plant)
-    host = SparkplugHost("plantwatch-backtest", table.index)
-    historical = BatchBuilder()
-
-    def decode(topic: str, payload: bytes, now_ms: int, out: BatchBuilder) -> int:
-        result = host.handle(topic, payload, now_ms)
-        result.append_to(out, historical)  # backfill is stored, never detected
-        return len(result.rejections)
-
-    return decode

@@ -1,7 +1,7 @@
 """Decode InfluxDB line protocol (topic ``plant/<site>/lp``) straight into a batch.
 
 Gateways running Telegraf (or anything that speaks line protocol) publish one
-reading per line, in the schema :mod:`ingest.line_protocol` writes::
+reading per line, in the schema :mod:`store.line_protocol` writes::
 
     combustible_lel,area=A1,sensor=LEL-1,site=S1,workshop=W1 value=12.5,quality=0i 1700000000000
 
@@ -20,13 +20,13 @@ reading per line, in the schema :mod:`ingest.line_protocol` writes::
   whitespace around a line are tolerated, and so are several spaces between
   the sections of a line.
 
-Escaping (InfluxDB 1.x / Telegraf rules, which :mod:`ingest.line_protocol`
+Escaping (InfluxDB 1.x / Telegraf rules, which :mod:`store.line_protocol`
 writes): in the measurement ``\\,`` and ``\\ ``; in tag keys, tag values and
 field keys ``\\,``, ``\\=`` and ``\\ ``; any other backslash is literal. String
 field values are double-quoted with ``\\"`` and ``\\\\`` escapes. Booleans are
 ``t``, ``T``, ``true``, ``True``, ``TRUE`` and the same for false.
 
-Validation mirrors :mod:`ingest.decode_json`, with the same reason codes, and
+Validation mirrors :mod:`decoders.json_gateway`, with the same reason codes, and
 a rejected line never takes the rest of the message with it. Per line, in this
 order: ``malformed_line`` (not line protocol: the detail names the problem and
 its 1-based column), ``unknown_sensor`` (also: no ``sensor`` tag),
@@ -52,14 +52,14 @@ import re
 from collections.abc import Mapping
 from math import isfinite
 
-from detectors.batch import BatchBuilder
-from ingest.decode_json import (
+from decoders.json_gateway import (
     DecodeLimits,
     DecodeResult,
     Rejection,
     short,
     wrong_site_or_unknown,
 )
+from model.batch import BatchBuilder
 
 __all__ = [
     "PRECISIONS",

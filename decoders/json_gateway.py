@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from detectors.batch import BatchBuilder, ReadingBatch
+from model.batch import BatchBuilder, ReadingBatch
 
 __all__ = [
     "DecodeLimits",

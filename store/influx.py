@@ -1,19 +1,19 @@
-"""InfluxStore: the production :class:`~ingest.store.ReadingStore`, over InfluxDB's v1 HTTP API.
+"""InfluxStore: the production :class:`~store.base.ReadingStore`, over InfluxDB's v1 HTTP API.
 
 Works with InfluxDB 1.x and with the v1-compatible endpoints of InfluxDB 2.x
 and 3.x (pass ``token=`` and ``create_database=False``; there the database
 and retention are a bucket made by the operator).
 
-Readings go to ``/write`` as line protocol (:mod:`ingest.line_protocol`) in
+Readings go to ``/write`` as line protocol (:mod:`store.line_protocol`) in
 chunks of at most ``lines_per_write`` lines; queries are InfluxQL on
 ``/query``. Every value put into InfluxQL is either an int we formatted or
 a literal escaped by :func:`quote_string` / :func:`quote_ident`.
 
 Errors are translated at this boundary: a connection failure, a timeout, a
 5xx or an answer that says the store is not ready for us (401, 403, 404, 408,
-429) raise :class:`~ingest.errors.StoreUnavailable`, so the writer keeps the
+429) raise :class:`~store.errors.StoreUnavailable`, so the writer keeps the
 readings in its spool; other 4xx (bad data, too large) raise
-:class:`~ingest.errors.StoreRejected`.
+:class:`~store.errors.StoreRejected`.
 """
 
 from __future__ import annotations
@@ -29,17 +29,17 @@ from typing import Any, Self
 import httpx
 import numpy as np
 
-from alarms.events import AlarmEvent
-from detectors.batch import ReadingBatch
-from detectors.sensor_table import SensorTable
-from ingest.errors import StoreRejected, StoreUnavailable
-from ingest.line_protocol import (
+from model.alarm_events import AlarmEvent
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
+from store.base import SeriesPoint
+from store.errors import StoreRejected, StoreUnavailable
+from store.line_protocol import (
     ALARM_EVENTS_MEASUREMENT,
     encode_alarm_events,
     encode_readings,
     series_prefixes,
 )
-from ingest.store import SeriesPoint
 
 __all__ = ["InfluxStore", "duration_seconds", "quote_ident", "quote_string", "series_chunks"]
 

@@ -5,7 +5,7 @@ queue per target, so a slow or dead receiver delays nothing but its own queue.
 When a queue is full the *oldest* event is dropped and counted (for alarms the
 newest state matters most). One worker per target delivers its queue strictly
 in order; connection errors, timeouts, 5xx and 429 are retried with jittered
-exponential backoff (``ingest.backoff.Backoff``) up to ``max_attempts``; any
+exponential backoff (``store.backoff.Backoff``) up to ``max_attempts``; any
 other status outside 2xx fails at once. Failures are counted and logged, never
 raised into the pipeline.
 
@@ -52,7 +52,7 @@ import httpx
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ingest.backoff import Backoff
+from store.backoff import Backoff
 
 __all__ = ["WebhookNotifier", "WebhookTarget", "verify_signature"]
 

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from plantwatch.localservers import Mosquitto, find_mosquitto, free_port
+from devservers.localservers import Mosquitto, find_mosquitto, free_port
 
 __all__ = ["DemoBroker", "EmbeddedBroker", "start_demo_broker"]
 

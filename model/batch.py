@@ -33,7 +33,7 @@ class ReadingBatch:
     Attributes
     ----------
     sensor : int32 array, shape (n,)
-        Row of each reading's sensor in the :class:`~detectors.sensor_table.SensorTable`.
+        Row of each reading's sensor in the :class:`~model.sensor_table.SensorTable`.
     ts : int64 array, shape (n,)
         Event time, milliseconds since the Unix epoch, UTC.
     value : float64 array, shape (n,)

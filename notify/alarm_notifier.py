@@ -16,7 +16,7 @@ is exactly the changes of one commit):
   (by default) are also published, QoS 1, on the fire-control topic, and sent
   to webhooks whose ``fire_control`` flag is set (see :func:`webhook_targets`).
 * **Webhooks**: annunciated alarm changes, risk changes and hazards, each to
-  its own bounded queue (:mod:`plantwatch.webhooks`); a dead receiver never
+  its own bounded queue (:mod:`notify.webhooks`); a dead receiver never
   holds up the pipeline.
 
 Publishing never blocks: paho queues internally, the hub drops slow
@@ -31,13 +31,13 @@ from typing import Any
 
 import orjson
 
+from alarms.config import FireControl
 from alarms.lifecycle import AlarmChange
 from alarms.risk import AreaRisk
 from alarms.system import Outcome
-from api.hub import EventHub
-from plantwatch.alarm_config import FireControl
+from notify.hub import EventHub
+from notify.webhooks import WebhookNotifier, WebhookTarget
 from plantwatch.settings import WebhookSettings
-from plantwatch.webhooks import WebhookNotifier, WebhookTarget
 
 __all__ = ["AlarmNotifier", "alarm_event_data", "alarm_topic", "webhook_targets"]
 

@@ -6,7 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from plantwatch.backtest import BacktestReport
+from offline.backtest import BacktestReport
 
 __all__ = ["backtest_table"]
 

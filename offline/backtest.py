@@ -1,12 +1,14 @@
-"""Backtest: a scenario through decoding, detectors and alarms, in process, at full speed.
+"""Backtest: a scenario through the live engine, in process, at full speed.
 
-The same code paths as the live service, minus the broker and the store: each
-gateway message is decoded by the real decoder (JSON, line protocol or
-Sparkplug B) into a ``ReadingBatch``; batches are flushed once per second of
-scenario time through the ``DetectorSuite``; the clock ticks (no-data faults,
-shelves, floods) run on scenario time; transitions go through the
-``AlarmManager`` with ``config/alarms.yaml``. Then every incident of the
-scenario's ground truth is scored:
+The backtest drives the same :class:`~engine.engine.Engine` as the live
+service, minus the broker and the store: each gateway message is ingested by
+the engine (the real decoders: JSON, line protocol or Sparkplug B), the
+pending readings are flushed once per second of scenario time and the engine
+ticks on scenario time, so limits tightened by important periods,
+suppression-by-design rules, no-data faults, shelves and floods all act as
+they would in the plant, with the alarm system built from ``config/alarms.yaml``
+exactly as the service builds it (its journal kept in memory). Then every
+incident of the scenario's ground truth is scored:
 
 * ``first_warning_s``: the first predictive warning (trend, drift) raised on
   one of its sensors at or after its start;
@@ -34,22 +36,22 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from alarms.events import CATEGORY_OF
-from alarms.from_detections import events_from_transitions
-from detectors.batch import BatchBuilder
-from detectors.decide import Transitions
+from alarms.config import AlarmConfig
+from alarms.journal import MemoryJournal
+from decoders.json_gateway import DecodeLimits
+from decoders.sparkplug_host import SparkplugHost
 from detectors.groups import GroupModel
-from detectors.sensor_table import SensorTable
 from detectors.suite import DetectorSuite
-from ingest.decode_json import DecodeLimits, decode_gateway_json_into
-from ingest.decode_lp import decode_line_protocol_into
-from plantwatch.alarm_config import AlarmConfig
-from plantwatch.config import PlantConfig
+from engine.engine import Engine
+from engine.step import Step
+from model.plant import PlantConfig
+from model.sensor_table import SensorTable
 
-__all__ = ["BacktestReport", "Decode", "IncidentResult", "IncidentTruthLike", "RaisedAlarm",
-           "gateway_decoder", "run_backtest"]
+__all__ = ["BacktestReport", "IncidentResult", "IncidentTruthLike", "RaisedAlarm",
+           "backtest_host", "run_backtest"]
 
 _SETTLE_S = 1800.0
+_LIMITS = DecodeLimits()  # as the service judges readings by default
 
 
 class IncidentTruthLike(Protocol):
@@ -128,19 +130,18 @@ class BacktestReport:
         }
 
 
-Decode = Callable[[str, bytes, int, BatchBuilder], int]
+@dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    payload: bytes
+    received_ms: int
 
 
-def gateway_decoder(table: SensorTable, limits: DecodeLimits) -> Decode:
-    """JSON gateway messages, or line protocol on topics ending in ``/lp``."""
-    def decode(topic: str, payload: bytes, now_ms: int, out: BatchBuilder) -> int:
-        if topic.endswith("/lp"):
-            rejected = decode_line_protocol_into(payload, table.index, now_ms, limits, out)
-        else:
-            rejected = decode_gateway_json_into(payload, table.index, now_ms, limits, out)
-        return len(rejected)
-
-    return decode
+def backtest_host(table: SensorTable, limits: DecodeLimits = _LIMITS) -> SparkplugHost:
+    """A Sparkplug B host as the service builds one (the plant's nodes only), with the
+    default reorder and rebirth settings."""
+    return SparkplugHost("plantwatch-backtest", table.index, limits=limits,
+                         nodes=table.nodes(), site_index=table.by_site())
 
 
 def run_backtest(
@@ -154,47 +155,39 @@ def run_backtest(
     duration_s: float,
     flush_ms: int = 1000,
     settle_s: float = _SETTLE_S,
-    decode: Decode | None = None,
+    sparkplug: bool = False,
     on_progress: Callable[[int], None] | None = None,
     groups: Sequence[GroupModel] = (),
+    journal: MemoryJournal | None = None,
 ) -> BacktestReport:
     """Run ``messages`` (topic, payload, publish time in ms) and score ``truths``.
 
-    ``decode`` turns one message into readings (default: JSON gateway and
-    line protocol by topic; a Sparkplug B host is passed in for that format).
-    ``groups`` are the fitted MSPC groups to monitor.
+    ``sparkplug`` reads Sparkplug B topics through a host state machine (as
+    the service does when ``sparkplug.enabled``); ``groups`` are the fitted
+    MSPC groups to monitor; ``journal`` receives the alarm journal's records.
     """
     table = SensorTable.from_config(plant)
-    suite = DetectorSuite(table, groups=groups)
-    manager = alarm_config.manager(plant)
-    limits = DecodeLimits()  # as the service judges readings
-    decode = decode or gateway_decoder(table, limits)
-    builder = BatchBuilder()
+    journal = journal if journal is not None else MemoryJournal()
+    engine = Engine.for_plant(
+        table, DetectorSuite(table, groups=groups), alarm_config.system(plant, journal),
+        sparkplug=backtest_host(table) if sparkplug else None, limits=_LIMITS)
+    engine.restore(None, start_ms)
     events: list[RaisedAlarm] = []
     readings = rejected = 0
     next_flush: int | None = None
     last_publish = start_ms
 
-    def record(transitions: Transitions, now_ms: int) -> None:
-        if not len(transitions):
-            return
-        for e in events_from_transitions(table, transitions):
-            changes = manager.apply({**e.to_dict(), "at": min(e.ts, now_ms)})
-            if any(c.alarm_id == e.alarm_id and c.change in ("raised", "cleared")
-                   for c in changes):
-                events.append(RaisedAlarm((e.ts - start_ms) / 1000, e.alarm_id, e.action,
-                                          CATEGORY_OF[e.limit]))
+    def record(step: Step) -> None:
+        for e in step.outcome.events:
+            events.append(RaisedAlarm((e.ts - start_ms) / 1000, e.alarm_id, e.action,
+                                      e.category))
 
     def flush(now_ms: int) -> None:
         nonlocal readings
-        batch = builder.build()
-        if len(batch):
-            readings += len(batch)
-            suite.update(batch, received_ms=now_ms)
-            record(suite.transitions, now_ms)
-        suite.tick(now_ms)
-        record(suite.transitions, now_ms)
-        manager.apply({"type": "tick", "ts": now_ms})
+        step = engine.flush(now_ms, received_ms=now_ms)
+        readings += len(step.readings)
+        record(step)
+        record(engine.tick(now_ms))
 
     for i, (topic, payload, publish_ms) in enumerate(messages):
         if next_flush is None:
@@ -202,7 +195,8 @@ def run_backtest(
         while publish_ms >= next_flush:
             flush(next_flush)
             next_flush += flush_ms
-        rejected += decode(topic, payload, publish_ms, builder)
+        step = engine.ingest([_Message(topic, payload, publish_ms)], publish_ms)
+        rejected += sum(step.refused.values())
         last_publish = publish_ms
         if on_progress is not None and i % 500 == 0:
             on_progress(publish_ms - start_ms)

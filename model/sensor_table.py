@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from plantwatch.config import PlantConfig, SensorPlace
+from model.plant import PlantConfig, SensorPlace
 
 __all__ = ["LIMIT_NAMES", "SensorTable"]
 

@@ -20,15 +20,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alarms.catalogue import AlarmCatalogue, Rationalization
-from alarms.events import CATEGORY_OF
 from alarms.floods import FloodPolicy
-from alarms.hazards import HazardRules
+from alarms.hazards import HazardJournal, HazardRules
+from alarms.journal import Journal
 from alarms.lifecycle import AlarmManager, AlarmPolicy
 from alarms.periods import ImportantPeriod, period_problems
 from alarms.risk import DEFAULT_RISK_RULES, RiskRule
 from alarms.suppression import SuppressionRule
-from alarms.system import period_priority
-from plantwatch.config import ID_PATTERN, ConfigError, PlantConfig, key_path, read_yaml
+from alarms.system import AlarmSystem, period_priority
+from model.alarm_events import CATEGORY_OF
+from model.plant import ID_PATTERN, ConfigError, PlantConfig, key_path, read_yaml
 
 __all__ = ["AlarmConfig", "load_alarm_config", "parse_alarm_config"]
 
@@ -156,6 +157,19 @@ class AlarmConfig(_Model):
         """The alarm lifecycle this philosophy describes, for ``plant``."""
         return AlarmManager(self.catalogue(plant), self.policy(), self.suppression_rules(),
                             priority_at=period_priority(self.periods))
+
+    def system(self, plant: PlantConfig, journal: Journal,
+               hazard_journal: HazardJournal | None = None) -> AlarmSystem:
+        """The whole alarm system this config describes: the service and every offline
+        run build it here, so a backtest judges alarms exactly as the plant does."""
+        return AlarmSystem(
+            self.manager(plant), journal,
+            hazard_journal=hazard_journal,
+            hazard_rules=self.hazard_rules(),
+            inherent_risk={area.id: area.risk for _, area in plant.areas()},
+            risk_rules=self.rules_for_risk(),
+            periods=self.periods,
+        )
 
     def catalogue(self, plant: PlantConfig) -> AlarmCatalogue:
         return AlarmCatalogue(

@@ -270,7 +270,7 @@ class Mosquitto(_LocalServer):
     def config_text(workdir: Path, port: int, persistence: bool = True) -> str:
         """The mosquitto.conf this class writes (public so the demo can show it)."""
         lines = [
-            "# Written by plantwatch.localservers; see mosquitto.conf(5).",
+            "# Written by devservers.localservers; see mosquitto.conf(5).",
             # Run as root, mosquitto drops to user 'mosquitto', which cannot
             # write our work directory; name ourselves instead.
             f"user {_user_name()}",
@@ -373,7 +373,7 @@ class InfluxD(_LocalServer):
     def config_text(workdir: Path, port: int, rpc_port: int) -> str:
         """The influxdb.conf this class writes: HTTP only, no telemetry, no self-monitoring."""
         return f"""\
-# Written by plantwatch.localservers.
+# Written by devservers.localservers.
 reporting-disabled = true
 bind-address = "{LOOPBACK}:{rpc_port}"
 

@@ -12,11 +12,12 @@ from rich.table import Table
 
 from api.timeparse import TimeParamError, parse_time_ms
 from detectors.mspc import PcaMonitor
-from detectors.sensor_table import SensorTable
-from ingest.errors import StoreUnavailable
-from plantwatch.cli_options import SettingsOption, StateDirOption, settings_with_state_dir
-from plantwatch.config import ConfigError, load_plant
-from plantwatch.mspc_models import (
+from model.plant import ConfigError, load_plant
+from model.sensor_table import SensorTable
+from plantwatch.cli.options import SettingsOption, StateDirOption, settings_with_state_dir
+from plantwatch.settings import Settings
+from store.errors import StoreUnavailable
+from store.mspc_models import (
     MspcConfig,
     fit_group,
     load_mspc_config,
@@ -24,7 +25,6 @@ from plantwatch.mspc_models import (
     model_size,
     save_group_model,
 )
-from plantwatch.settings import Settings
 
 __all__ = ["mspc_app"]
 

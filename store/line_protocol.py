@@ -23,9 +23,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from alarms.events import AlarmEvent
-from detectors.batch import ReadingBatch
-from detectors.sensor_table import SensorTable
+from model.alarm_events import AlarmEvent
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
 
 __all__ = [
     "ALARM_EVENTS_MEASUREMENT",

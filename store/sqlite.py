@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from alarms.events import AlarmEvent
-from detectors.batch import ReadingBatch
-from detectors.sensor_table import SensorTable
-from ingest.errors import StoreRejected, StoreUnavailable
-from ingest.store import SeriesPoint
+from model.alarm_events import AlarmEvent
+from model.batch import ReadingBatch
+from model.sensor_table import SensorTable
+from store.base import SeriesPoint
+from store.errors import StoreRejected, StoreUnavailable
 
 __all__ = ["SQLiteStore"]
 

@@ -29,7 +29,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from plantwatch.config import ConfigError, PlantConfig
+from model.plant import ConfigError, PlantConfig
 from simulators import MqttPublisher, encode_gateway_message, gateway_topic
 from simulators.publisher import parse_broker_url
 
@@ -47,7 +47,7 @@ def replay_start_ms(duration_s: float, speed: float, now_ms: int | None = None) 
 class CommandListener:
     """Collects the Sparkplug B node commands (NCMD) a host publishes, so a
     replayed edge node can answer rebirth requests (see
-    :mod:`plantwatch.sparkplug_feed`). A context manager: entering connects
+    :mod:`offline.sparkplug_feed`). A context manager: entering connects
     and subscribes (clean session, QoS 1), leaving disconnects.
     :meth:`drain` returns what arrived since it was last called; paho
     delivers on its own thread, hence the lock.

@@ -62,8 +62,8 @@ from dataclasses import dataclass, field
 from math import isfinite
 from typing import Any
 
-from detectors.batch import BatchBuilder, ReadingBatch
-from ingest.decode_json import DecodeLimits, Rejection
+from decoders.json_gateway import DecodeLimits, Rejection
+from model.batch import BatchBuilder, ReadingBatch
 from sparkplug import (
     BD_SEQ_METRIC,
     DataType,

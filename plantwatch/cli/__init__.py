@@ -18,19 +18,19 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from alarms.config import AlarmConfig, load_alarm_config
 from api.auth import Role, TokenStore
-from plantwatch import evaluate_nab, evaluate_tabular
-from plantwatch.alarm_config import AlarmConfig, load_alarm_config
+from model.plant import ConfigError, PlantConfig, load_plant
+from offline.backtest_view import backtest_table
 from plantwatch.allocator import keep_freed_memory
-from plantwatch.backtest_view import backtest_table
-from plantwatch.cli_options import SettingsOption, StateDirOption, settings_with_state_dir
-from plantwatch.config import ConfigError, PlantConfig, load_plant
-from plantwatch.mspc_cli import mspc_app
-from plantwatch.mspc_models import MspcConfig, MspcGroups, load_group_models, load_mspc_config
+from plantwatch.cli import evaluate_nab, evaluate_tabular
+from plantwatch.cli.mspc import mspc_app
+from plantwatch.cli.options import SettingsOption, StateDirOption, settings_with_state_dir
 from plantwatch.settings import Settings, load_settings
+from store.mspc_models import MspcConfig, MspcGroups, load_group_models, load_mspc_config
 
 if TYPE_CHECKING:
-    from plantwatch.replay import ReplayResult
+    from offline.replay import ReplayResult
 
 app = typer.Typer(
     help="plantwatch: watches a plant's safety sensors and warns before an incident.",
@@ -168,7 +168,7 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Everything on embedded defaults: broker, SQLite store, simulated plant, API."""
-    from plantwatch.demo_broker import start_demo_broker
+    from devservers.demo_broker import start_demo_broker
     from simulators import LeakSpec, parse_leak, run_simulation
 
     _setup_logging(verbose)
@@ -330,8 +330,8 @@ def backtest(
     state directory (``plantwatch mspc fit``), or all of them fitted on the
     scenario's own lead-in with ``--fit-mspc``.
     """
-    from plantwatch.backtest import run_backtest
-    from plantwatch.scenario_io import scenario_feed
+    from offline.backtest import run_backtest
+    from offline.scenario_io import scenario_feed
 
     plant_config = _load_plant_or_exit(config)
     settings = load_settings(plant=config, alarms=alarms,
@@ -352,7 +352,7 @@ def backtest(
         task = progress.add_task(f"backtest {sc.name}", total=sc.duration_s * 1000)
         report = run_backtest(
             sc.name, plant_config, alarm_config, feed.messages, feed.truths,
-            start_ms=feed.start_ms, duration_s=sc.duration_s, decode=feed.decode,
+            start_ms=feed.start_ms, duration_s=sc.duration_s, sparkplug=feed.sparkplug,
             on_progress=lambda done: progress.update(task, completed=done), groups=groups)
     if as_json:
         typer.echo(orjson.dumps(report.to_dict()).decode())
@@ -367,9 +367,9 @@ def backtest(
 def _fit_mspc_on_lead_in_or_exit(settings: Settings, plant: PlantConfig, sc: Any, fmt: Format,
                                  start: int | None, seconds: float) -> MspcGroups:
     """Every configured group fitted on the scenario's lead-in, or exit naming the problem."""
-    from detectors.sensor_table import SensorTable
-    from plantwatch.backtest_mspc import fit_groups_on_lead_in
-    from plantwatch.scenario_io import scenario_feed
+    from model.sensor_table import SensorTable
+    from offline.backtest_mspc import fit_groups_on_lead_in
+    from offline.scenario_io import scenario_feed
 
     config = _load_mspc_config_or_exit(settings, plant)
     if not config.groups:
@@ -386,7 +386,7 @@ def _fit_mspc_on_lead_in_or_exit(settings: Settings, plant: PlantConfig, sc: Any
         raise typer.Exit(2)
     try:
         models = fit_groups_on_lead_in(SensorTable.from_config(plant), config, feed.messages,
-                                       feed.start_ms, seconds, feed.decode)
+                                       feed.start_ms, seconds, feed.sparkplug)
     except ValueError as exc:
         console.print(f"[red]--fit-mspc {seconds:g}[/red]: {exc}")
         raise typer.Exit(2) from exc
@@ -406,8 +406,8 @@ def replay(
     config: Annotated[Path, typer.Option(help="plant config")] = Path("config/plant.yaml"),
 ) -> None:
     """Play a scenario (or a recorded CSV) through the real broker at N× speed."""
-    from plantwatch.replay import CommandListener, csv_messages, load_csv_map, replay_start_ms
-    from plantwatch.scenario_io import scenario_feed
+    from offline.replay import CommandListener, csv_messages, load_csv_map, replay_start_ms
+    from offline.scenario_io import scenario_feed
 
     plant_config = _load_plant_or_exit(config)
     if (scenario is None) == (csv_file is None):
@@ -453,7 +453,7 @@ def replay(
 
 def _replay_with_progress(paced: Any, broker: str, speed: float, name: str,
                           duration: float) -> ReplayResult:
-    from plantwatch.replay import publish_paced
+    from offline.replay import publish_paced
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
@@ -483,7 +483,7 @@ def kpi(
     """Alarm KPIs of a scope beside the EEMUA 191 / ISA-18.2 targets."""
     import httpx
 
-    from plantwatch.kpi_report import kpi_tables
+    from offline.kpi_report import kpi_tables
 
     try:
         response = httpx.get(f"{api.rstrip('/')}/api/v1/kpi",

@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from detectors.groups import GroupModel
 from detectors.mspc import PcaMonitor
-from detectors.sensor_table import SensorTable
-from ingest.store import ReadingStore
-from plantwatch.config import ConfigError, PlantConfig, key_path, read_yaml
+from model.plant import ConfigError, PlantConfig, key_path, read_yaml
+from model.sensor_table import SensorTable
+from store.base import ReadingStore
 
 __all__ = [
     "GroupConfig",

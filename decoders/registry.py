@@ -1,0 +1,170 @@
+"""Which decoder reads a topic: the one place a payload format is registered.
+
+A decoder claims topics (:meth:`Decoder.claims`) and turns one message into
+readings appended to the pending batch, plus what it refused and any
+messages it wants sent (the Sparkplug host's rebirth requests). The engine
+asks the decoders in order and the first that claims a topic reads it; a
+topic nobody claims is ``bad_topic``. Adding a payload format is one class
+here and one entry in :func:`plant_decoders`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from decoders.json_gateway import DecodeLimits, Rejection, decode_gateway_json_into
+from decoders.lp_gateway import decode_line_protocol_into
+from decoders.sparkplug_host import HostMessage, HostOutput, HostRejection, SparkplugHost
+from model.batch import BatchBuilder
+
+__all__ = ["Decoded", "Decoder", "GatewayJsonDecoder", "LineProtocolDecoder",
+           "SparkplugDecoder", "decode_message", "plant_decoders"]
+
+SPARKPLUG_PREFIX = "spBv1.0/"
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one message decoded to, besides the readings appended to the batches."""
+
+    rejections: list[Rejection] = field(default_factory=list)
+    """This message's own refusals (the message whole, or single readings)."""
+    released: list[HostRejection] = field(default_factory=list)
+    """Refusals of earlier messages a decoder held and judged only now (Sparkplug)."""
+    publish: list[HostMessage] = field(default_factory=list)
+    """Messages the decoder wants sent back to the gateways (rebirth requests)."""
+
+
+class Decoder(Protocol):
+    """One payload format."""
+
+    name: str
+
+    def claims(self, topic: str) -> bool:
+        """Whether this decoder reads messages on ``topic``."""
+
+    def decode(self, topic: str, payload: bytes, now_ms: int, live: BatchBuilder,
+               historical: BatchBuilder) -> Decoded:
+        """Append the message's readings (backfill to ``historical``: stored, never detected)."""
+
+
+def _site_of(topic: str) -> str | Rejection:
+    levels = topic.split("/")
+    if len(levels) < 3 or not levels[1]:
+        return Rejection("bad_topic", "expected plant/<site>/<gateway> (or plant/<site>/lp): "
+                         "the topic names the site its readings belong to")
+    return levels[1]
+
+
+class _SiteDecoder:
+    """A format whose topic names the site (``plant/<site>/...``); a reading of another
+    site's sensor is ``wrong_site`` (see :func:`decoders.json_gateway.wrong_site_or_unknown`)."""
+
+    name = ""
+
+    def __init__(self, sites: Mapping[str, dict[str, int]], plant_index: Mapping[str, int],
+                 limits: DecodeLimits) -> None:
+        self.sites = sites
+        self.plant_index = plant_index
+        self.limits = limits
+
+    def _index(self, topic: str) -> dict[str, int] | Rejection:
+        site = _site_of(topic)
+        if isinstance(site, Rejection):
+            return site
+        return self.sites.get(site, {})
+
+
+class LineProtocolDecoder(_SiteDecoder):
+    """InfluxDB line protocol on ``plant/<site>/lp``."""
+
+    name = "line_protocol"
+
+    def claims(self, topic: str) -> bool:
+        return not topic.startswith(SPARKPLUG_PREFIX) and topic.endswith("/lp")
+
+    def decode(self, topic: str, payload: bytes, now_ms: int, live: BatchBuilder,
+               historical: BatchBuilder) -> Decoded:
+        index = self._index(topic)
+        if isinstance(index, Rejection):
+            return Decoded([index])
+        return Decoded(decode_line_protocol_into(payload, index, now_ms, self.limits, live,
+                                                 plant_index=self.plant_index))
+
+
+class GatewayJsonDecoder(_SiteDecoder):
+    """The gateway JSON envelope on ``plant/<site>/<gateway>`` (every other plant topic)."""
+
+    name = "gateway_json"
+
+    def claims(self, topic: str) -> bool:
+        return not topic.startswith(SPARKPLUG_PREFIX)
+
+    def decode(self, topic: str, payload: bytes, now_ms: int, live: BatchBuilder,
+               historical: BatchBuilder) -> Decoded:
+        index = self._index(topic)
+        if isinstance(index, Rejection):
+            return Decoded([index])
+        return Decoded(decode_gateway_json_into(payload, index, now_ms, self.limits, live,
+                                                plant_index=self.plant_index))
+
+
+class SparkplugDecoder:
+    """Sparkplug B through the host state machine (births, sequence order, rebirths)."""
+
+    name = "sparkplug_b"
+
+    def __init__(self, host: SparkplugHost | None) -> None:
+        self.host = host
+
+    def claims(self, topic: str) -> bool:
+        return topic.startswith(SPARKPLUG_PREFIX)
+
+    def decode(self, topic: str, payload: bytes, now_ms: int, live: BatchBuilder,
+               historical: BatchBuilder) -> Decoded:
+        if self.host is None:
+            return Decoded([Rejection("sparkplug_disabled", "Sparkplug B ingest is switched "
+                                      "off (settings sparkplug.enabled)")])
+        return split_host_output(self.host.handle(topic, payload, now_ms), topic, payload,
+                                 live, historical)
+
+    def tick(self, now_ms: int, live: BatchBuilder, historical: BatchBuilder) -> Decoded:
+        """Release messages held past their reorder timeout (a sequence gap)."""
+        if self.host is None:
+            return Decoded()
+        out = self.host.tick(now_ms)
+        out.append_to(live, historical)
+        return Decoded(released=list(out.rejections), publish=list(out.publish))
+
+
+def split_host_output(result: HostOutput, topic: str, payload: bytes, live: BatchBuilder,
+                      historical: BatchBuilder) -> Decoded:
+    """The host's output for one message: its own refusals apart from released ones."""
+    result.append_to(live, historical)
+    own = [r.rejection for r in result.rejections if r.topic == topic and r.payload is payload]
+    released = [r for r in result.rejections
+                if not (r.topic == topic and r.payload is payload)]
+    return Decoded(own, released, list(result.publish))
+
+
+def plant_decoders(sites: Mapping[str, dict[str, int]], plant_index: Mapping[str, int],
+                   limits: DecodeLimits, sparkplug: SparkplugHost | None
+                   ) -> Sequence[Decoder]:  # fmt: skip
+    """The formats plantwatch reads, in the order they are asked."""
+    return (
+        SparkplugDecoder(sparkplug),
+        LineProtocolDecoder(sites, plant_index, limits),
+        GatewayJsonDecoder(sites, plant_index, limits),
+    )
+
+
+def decode_message(decoders: Sequence[Decoder], topic: str, payload: bytes, now_ms: int,
+                   live: BatchBuilder, historical: BatchBuilder) -> Decoded:
+    """Decode one message with the first decoder that claims its topic."""
+    for decoder in decoders:
+        if decoder.claims(topic):
+            return decoder.decode(topic, payload, now_ms, live, historical)
+    return Decoded([Rejection("bad_topic", "no payload format reads this topic "
+                              "(plant/<site>/<gateway>, plant/<site>/lp or spBv1.0/...)")])
