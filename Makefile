@@ -4,7 +4,7 @@ VENV   ?= .venv
 PORT   ?= 8000
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench system-deps clean fuzz
+.PHONY: demo test lint typecheck layers unit bench system-deps clean fuzz
 
 # Stock Debian ships python3 without venv/ensurepip (package python3-venv).
 $(BIN)/python:
@@ -57,13 +57,18 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+## layers: the import contracts of pyproject.toml (docs/architecture.md)
+layers: $(VENV)/.installed-test
+	$(BIN)/lint-imports
+
 unit: $(VENV)/.installed-test
 	$(BIN)/pytest -q
 
-## test: installs what the tests need, then ruff, mypy and the whole suite
+## test: installs what the tests need, then ruff, mypy, the import contracts and the whole suite
 test: system-deps $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 ## bench: throughput figures beside baselines measured in the same run

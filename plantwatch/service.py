@@ -14,7 +14,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -40,11 +40,12 @@ from ingest.spool import Spool
 from ingest.writer import StoreWriter
 from model.plant import PlantConfig, load_plant
 from model.sensor_table import SensorTable
-from notify.alarm_notifier import AlarmNotifier, webhook_targets
+from notify.base import Notifications, Notifier
+from notify.channels import FireControlChannel, MqttStateChannel, SseChannel, WebhookChannel
 from notify.hub import EventHub
-from notify.webhooks import WebhookNotifier
+from notify.webhooks import WebhookNotifier, WebhookTarget
 from plantwatch.allocator import RELEASE_INTERVAL_S, release_freed_memory
-from plantwatch.settings import Settings
+from plantwatch.settings import Settings, WebhookSettings
 from store.backoff import Backoff
 from store.base import ReadingStore
 from store.errors import StoreError
@@ -60,6 +61,27 @@ from store.sqlite import SQLiteStore
 __all__ = ["Service", "make_store"]
 
 log = logging.getLogger(__name__)
+
+
+def webhook_targets(settings: list[WebhookSettings]) -> list[WebhookTarget]:
+    """Webhook targets from settings, each filtering the event types it asked for."""
+
+    def accepts_for(ws: WebhookSettings) -> Callable[[dict[str, Any]], bool]:
+        wanted = set(ws.events)
+
+        def accepts(event: dict[str, Any]) -> bool:
+            kind = event.get("type")
+            if kind == "fire_control":
+                return ws.fire_control
+            return not wanted or kind in wanted
+
+        return accepts
+
+    return [
+        WebhookTarget(name=ws.name, url=ws.url, secret=ws.secret, timeout_s=ws.timeout_s,
+                      max_attempts=ws.max_attempts, accepts=accepts_for(ws))
+        for ws in settings
+    ]
 
 
 class _ApiServer(uvicorn.Server):
@@ -168,11 +190,16 @@ class Service:
         if settings.notify.webhooks:
             self.webhooks = WebhookNotifier(webhook_targets(settings.notify.webhooks),
                                             registry=self.metrics.registry)
-        self.notifier = AlarmNotifier(
-            self.hub, publish=self._publish, webhooks=self.webhooks,
-            fire_control=self.alarm_config.fire_control,
-            area_site={area.id: site for site, area in self.plant.areas()},
-        )
+        area_site = {area.id: site for site, area in self.plant.areas()}
+        fire_control = self.alarm_config.fire_control
+        channels: list[Notifier] = [
+            SseChannel(self.hub, area_site),
+            MqttStateChannel(self._publish, area_site),
+            FireControlChannel(self._publish, fire_control),
+        ]
+        if self.webhooks is not None:
+            channels.append(WebhookChannel(self.webhooks, fire_control, area_site))
+        self.notifier = Notifications(channels)
         self.pipeline = Pipeline(
             engine=self.engine,
             source=self.source,

@@ -33,7 +33,8 @@ from model.alarm_events import AlarmAction, AlarmEvent, alarm_id
 from model.batch import ReadingBatch
 from model.plant import PlantConfig, parse_plant
 from model.sensor_table import SensorTable
-from notify.alarm_notifier import AlarmNotifier
+from notify.base import Notifications
+from notify.channels import SseChannel
 from store.base import ReadingStore, SeriesPoint
 from store.errors import StoreUnavailable
 
@@ -193,7 +194,7 @@ def services(plant: PlantConfig, store: FakeStore, health_report: dict[str, Any]
         inherent_risk={area.id: area.risk for _, area in plant.areas()},
         risk_rules=DEFAULT_RISK_RULES)
     hub = EventHub(queue_size=32, registry=registry)
-    announce = AlarmNotifier(hub)
+    announce = Notifications([SseChannel(hub)])
 
     def commit(records: list[dict[str, Any]]) -> Outcome:
         outcome = alarms.commit(records, NOW)
