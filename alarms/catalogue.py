@@ -97,12 +97,3 @@ class AlarmCatalogue:
             )
             self._templates[alarm_id] = template
         return replace(template, recent_raises=[])
-
-    def ids_for_sensor(self, sensor: str) -> list[str]:
-        """Every alarm id a sensor can raise (its limits, plus rate, warnings and faults)."""
-        place = self._places.get(sensor)
-        if place is None:
-            return []
-        limits = [n for n, _ in place.sensor.effective_limits().items()]
-        others = [c for c in CATEGORY_OF if c not in ("ll", "l", "h", "hh")]
-        return [f"{sensor}:{c}" for c in [*limits, *others]]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
+from alarms.records import ConditionRecord
 from detectors.decide import CONDITIONS, Transitions
 from model.alarm_events import CATEGORY_OF, AlarmEvent, alarm_id
 from model.sensor_table import SensorTable
@@ -66,7 +66,7 @@ def events_from_transitions(
 def condition_records(
     table: SensorTable, transitions: Transitions, now_ms: int,
     contributions: Mapping[int, dict[str, float]] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[ConditionRecord]:
     """Journal records of the detectors' transitions, stamped with alarm time.
 
     ``at`` is the event time capped at the server clock: alarm time (shelve
@@ -75,5 +75,5 @@ def condition_records(
     """
     if not len(transitions):
         return []
-    return [{**e.to_dict(), "at": min(e.ts, now_ms)}
+    return [ConditionRecord(e, min(e.ts, now_ms))
             for e in events_from_transitions(table, transitions, contributions)]

@@ -15,29 +15,26 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from alarms.jsonl import JsonLines
-from alarms.records import record_type
+from alarms.records import ConditionRecord, Record, from_json, to_json
 from model.alarm_events import AlarmEvent
 
 __all__ = ["AlarmJournal", "Journal", "MemoryJournal"]
 
 
 def _check(record: dict[str, Any]) -> None:
-    if "ts" not in record:
-        raise ValueError("not a journal record (a JSON object with 'ts')")
-    if record_type(record) == "condition":
-        AlarmEvent.from_dict(record)
+    from_json(record)
 
 
 class Journal(Protocol):
     """What the alarm system needs of a journal: the file one, or a backtest's in memory."""
 
-    def load_records(self) -> list[dict[str, Any]]: ...
+    def load_records(self) -> list[Record]: ...
 
     def size(self) -> int: ...
 
     def truncate(self, offset: int) -> int: ...
 
-    def append_records(self, records: list[dict[str, Any]]) -> None: ...
+    def append_records(self, records: list[Record]) -> None: ...
 
 
 class MemoryJournal:
@@ -47,9 +44,9 @@ class MemoryJournal:
     """
 
     def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
+        self.records: list[Record] = []
 
-    def load_records(self) -> list[dict[str, Any]]:
+    def load_records(self) -> list[Record]:
         return list(self.records)
 
     def size(self) -> int:
@@ -60,7 +57,7 @@ class MemoryJournal:
         del self.records[offset:]
         return cut
 
-    def append_records(self, records: list[dict[str, Any]]) -> None:
+    def append_records(self, records: list[Record]) -> None:
         self.records.extend(records)
 
 
@@ -77,12 +74,11 @@ class AlarmJournal:
 
     def load(self) -> list[AlarmEvent]:
         """The detector condition events in the journal, oldest first."""
-        return [AlarmEvent.from_dict(r) for r in self.load_records()
-                if record_type(r) == "condition"]
+        return [r.event for r in self.load_records() if isinstance(r, ConditionRecord)]
 
-    def load_records(self) -> list[dict[str, Any]]:
+    def load_records(self) -> list[Record]:
         """Every whole record in the journal, oldest first."""
-        return [r for _, r in self._file.read(
+        return [from_json(r) for _, r in self._file.read(
             _check, "journal record",
             "move the file aside to start with an empty alarm history")]
 
@@ -102,8 +98,8 @@ class AlarmJournal:
 
     def append(self, events: list[AlarmEvent]) -> None:
         """Append condition events and fsync before returning (durable on return)."""
-        self.append_records([e.to_dict() for e in events])
+        self.append_records([ConditionRecord(e) for e in events])
 
-    def append_records(self, records: list[dict[str, Any]]) -> None:
+    def append_records(self, records: list[Record]) -> None:
         """Append records and fsync before returning (durable on return)."""
-        self._file.append(records)
+        self._file.append([to_json(r) for r in records])

@@ -26,21 +26,34 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from alarms.floods import FloodPolicy, FloodTracker
 from alarms.history import Activation, FloodInterval
 from alarms.points import AlarmDefinition, AlarmPoint, OutOfService, Shelve
-from alarms.records import record_type
+from alarms.records import (
+    ActionRecord,
+    ConditionRecord,
+    Record,
+    SuppressionRecord,
+    SuppressRecord,
+    UnknownRecord,
+    to_json,
+)
 from alarms.suppression import SuppressionRule
 from model.alarm_events import AlarmEvent
 
 __all__ = [
+    "ActionInvalid",
+    "ActionRefused",
     "AlarmActionError",
     "AlarmChange",
     "AlarmManager",
     "AlarmPolicy",
+    "ChangeKind",
     "PointFactory",
+    "UnknownTarget",
 ]
 
 PointFactory = Callable[[str], AlarmPoint | None]
@@ -48,13 +61,26 @@ PriorityAt = Callable[[str, str, int], str]  # (priority, area, ts) -> effective
 
 
 class AlarmActionError(ValueError):
-    """An operator action that does not apply to the point's current state."""
+    """An operator action that cannot be applied (a domain error: ``api/`` maps each
+    kind to its HTTP status)."""
 
-    def __init__(self, alarm_id: str, action: str, message: str, status: int = 409) -> None:
+    def __init__(self, alarm_id: str, action: str, message: str) -> None:
         self.alarm_id = alarm_id
         self.action = action
-        self.status = status
         super().__init__(message)
+
+
+class UnknownTarget(AlarmActionError):
+    """The action names an alarm point or suppression rule that does not exist."""
+
+
+class ActionInvalid(AlarmActionError):
+    """The action itself is malformed (no reason, shelve minutes out of range, ...)."""
+
+
+class ActionRefused(AlarmActionError):
+    """A well-formed action that the point's current state does not allow
+    (acknowledging what is acknowledged, unshelving what is not shelved, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +95,28 @@ class AlarmPolicy:
     annunciate_in_flood: tuple[str, ...] = ("high", "highest")
 
 
+class ChangeKind(StrEnum):
+    """What happened to an alarm point, a post's flood or a suppression rule."""
+
+    ACKED = "acked"
+    CHATTERING = "chattering"
+    CLEARED = "cleared"
+    FLOOD_END = "flood_end"
+    FLOOD_START = "flood_start"
+    IN_SERVICE = "in_service"
+    OUT_OF_SERVICE = "out_of_service"
+    RAISED = "raised"
+    REALARM = "realarm"
+    RELEASED = "released"
+    RESET = "reset"
+    SHELVED = "shelved"
+    STALE = "stale"
+    SUPPRESSED = "suppressed"
+    SUPPRESSION_OFF = "suppression_off"
+    SUPPRESSION_ON = "suppression_on"
+    UNSHELVED = "unshelved"
+
+
 @dataclass(frozen=True, slots=True)
 class AlarmChange:
     """One change of alarm state, for notifiers (MQTT, SSE, webhooks) and the audit trail.
@@ -77,7 +125,7 @@ class AlarmChange:
     for points under an overlay and for alarms a flood holds back.
     """
 
-    change: str
+    change: ChangeKind
     ts: int
     alarm_id: str | None
     post: str | None
@@ -89,7 +137,8 @@ class AlarmChange:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "change": self.change, "ts": self.ts, "alarm_id": self.alarm_id, "post": self.post,
+            "change": self.change.value, "ts": self.ts, "alarm_id": self.alarm_id,
+            "post": self.post,
             "annunciate": self.annunciate, "point": self.point, "by": self.by,
             "reason": self.reason, "detail": self.detail,
         }
@@ -195,54 +244,52 @@ class AlarmManager:
         }
 
     # ------------------------------------------------------------------ records
-    def replay(self, records: Iterable[dict[str, Any]]) -> None:
+    def replay(self, records: Iterable[Record]) -> None:
         for record in records:
             self.apply(record)
 
-    def apply(self, record: dict[str, Any]) -> list[AlarmChange]:
+    def apply(self, record: Record) -> list[AlarmChange]:
         """Apply one journal record; return what changed (empty: nothing did)."""
         self.counters.records += 1
-        kind = record_type(record)
         # Alarm time (shelve expiry, re-alarm, stale, flood ends) follows the
         # server's clock; a condition record carries it as ``at`` (its event
         # time, capped at the server time it was judged), so a gateway whose
         # clock runs ahead cannot expire shelves early.
-        changes = self.advance(int(record.get("at", record["ts"])))
-        if kind == "condition":
-            changes += self._condition(AlarmEvent.from_dict(record))
-        elif kind == "action":
+        changes = self.advance(record.time)
+        if isinstance(record, ConditionRecord):
+            changes += self._condition(record.event)
+        elif isinstance(record, ActionRecord):
             try:
                 changes += self._action(record)
             except AlarmActionError:
                 # Checked before it was journaled; it can only fail on replay when
                 # the journal tail it depended on was cut after a crash.
                 self.counters.ignored_actions += 1
-        elif kind == "suppress":
-            changes += self._rule_change(record, active=bool(record["active"]))
-        elif kind == "suppression":
-            changes += self._rule_change(record, enabled=bool(record["enabled"]))
-        elif kind != "tick":
+        elif isinstance(record, SuppressRecord):
+            changes += self._rule_change(record, active=record.active)
+        elif isinstance(record, SuppressionRecord):
+            changes += self._rule_change(record, enabled=record.enabled)
+        elif isinstance(record, UnknownRecord):
             self.counters.unknown_records += 1
         for c in changes:
             self.counters.by_change[c.change] = self.counters.by_change.get(c.change, 0) + 1
         return changes
 
-    def check(self, record: dict[str, Any]) -> None:
+    def check(self, record: Record) -> None:
         """Raise :class:`AlarmActionError` if an action record would not apply now."""
-        kind = record_type(record)
-        if kind == "suppression":
-            if record["rule"] not in self._rules:
-                raise AlarmActionError(
+        if isinstance(record, SuppressionRecord):
+            if record.rule not in self._rules:
+                raise UnknownTarget(
                     "", "suppression",
-                    f"no suppression rule {record['rule']!r} (known: "
-                    f"{', '.join(sorted(self._rules)) or 'none'})", status=404)
+                    f"no suppression rule {record.rule!r} (known: "
+                    f"{', '.join(sorted(self._rules)) or 'none'})")
             return
-        if kind != "action":
+        if not isinstance(record, ActionRecord):
             return
-        point = self._points.get(record["alarm_id"]) or self._factory(record["alarm_id"])
+        point = self._points.get(record.alarm_id) or self._factory(record.alarm_id)
         if point is None:
-            raise AlarmActionError(record["alarm_id"], record["action"],
-                                   f"no alarm point {record['alarm_id']!r}", status=404)
+            raise UnknownTarget(record.alarm_id, record.action,
+                                f"no alarm point {record.alarm_id!r}")
         self._validate(point, record)
 
     # ------------------------------------------------------------------ time
@@ -254,7 +301,7 @@ class AlarmManager:
         changes: list[AlarmChange] = []
         for flood in self.floods.advance(ts):
             changes.append(AlarmChange(
-                "flood_end", flood.end_ts or ts, None, flood.post, True,
+                ChangeKind.FLOOD_END, flood.end_ts or ts, None, flood.post, True,
                 detail={"start_ts": flood.start_ts, "end_ts": flood.end_ts,
                         "held_back": flood.held_back}))
             for alarm_id in sorted(self._standing):
@@ -266,7 +313,7 @@ class AlarmManager:
                     sounds = p.annunciable and not p.acked
                     if sounds:
                         p.last_annunciated_ts = ts
-                    changes.append(self._change("released", p, p.annunciable, ts,
+                    changes.append(self._change(ChangeKind.RELEASED, p, p.annunciable, ts,
                                                 detail={"reannunciated": sounds}))
         for alarm_id in sorted(self._shelved):
             p = self._points[alarm_id]
@@ -281,13 +328,13 @@ class AlarmManager:
             if (p.process_active and not p.stale and p.raised_ts is not None
                     and ts - p.raised_ts > stale_ms):
                 p.stale = True
-                changes.append(self._change("stale", p, False, ts))
+                changes.append(self._change(ChangeKind.STALE, p, False, ts))
             realarm_ms = int(p.definition.realarm_s * 1000)
             if (realarm_ms > 0 and p.process_active and not p.acked and p.annunciable
                     and not p.flood_held and p.last_annunciated_ts is not None
                     and ts - p.last_annunciated_ts >= realarm_ms):
                 p.last_annunciated_ts = ts
-                changes.append(self._change("realarm", p, True, ts))
+                changes.append(self._change(ChangeKind.REALARM, p, True, ts))
         return changes
 
     # ------------------------------------------------------------------ conditions
@@ -338,7 +385,7 @@ class AlarmManager:
         if p.annunciable and p.category != "warning":
             started = self.floods.add(p.post, ts)
         if started is not None:
-            changes.append(AlarmChange("flood_start", ts, None, p.post, True,
+            changes.append(AlarmChange(ChangeKind.FLOOD_START, ts, None, p.post, True,
                                        detail={"start_ts": ts, "alarms_in_window":
                                                self.floods.count(p.post, ts)}))
         flood = self.floods.flooding(p.post)
@@ -358,9 +405,9 @@ class AlarmManager:
         annunciate = p.annunciable and not p.flood_held
         if annunciate:
             p.last_annunciated_ts = ts
-        changes.append(self._change("raised", p, annunciate, ts))
+        changes.append(self._change(ChangeKind.RAISED, p, annunciate, ts))
         if p.chattering and not was_chattering:
-            changes.append(self._change("chattering", p, False, ts))
+            changes.append(self._change(ChangeKind.CHATTERING, p, False, ts))
         return changes
 
     def _clear(self, p: AlarmPoint, ev: AlarmEvent) -> list[AlarmChange]:
@@ -377,41 +424,42 @@ class AlarmManager:
             activation.cleared_ts = ts
         if p.definition.latched:
             p.latched_hold = True
-        changes = [self._change("cleared", p, p.annunciable and not p.flood_held, ts)]
+        changes = [self._change(ChangeKind.CLEARED, p, p.annunciable and not p.flood_held, ts)]
         if p.shelved is not None and p.shelved.oneshot:
             p.shelved = None
             self._shelved.discard(p.alarm_id)
-            changes.append(self._change("unshelved", p, False, ts, by="system",
+            changes.append(self._change(ChangeKind.UNSHELVED, p, False, ts, by="system",
                                         reason="returned to normal (one-shot shelve)"))
         self._settle(p)
         return changes
 
     # ------------------------------------------------------------------ actions
-    def _validate(self, p: AlarmPoint, record: dict[str, Any]) -> None:
-        action = record["action"]
+    def _validate(self, p: AlarmPoint, record: ActionRecord) -> None:
+        action = record.action
         state = p.state
 
-        def refuse(message: str, status: int = 409) -> None:
-            raise AlarmActionError(p.alarm_id, action, f"{p.alarm_id}: {message}", status)
+        def refuse(message: str, error: type[AlarmActionError] = ActionRefused) -> None:
+            raise error(p.alarm_id, action, f"{p.alarm_id}: {message}")
 
-        reason = str(record.get("reason") or "").strip()
+        reason = record.reason.strip()
         if action == "ack":
             if p.acked:
                 refuse(f"nothing to acknowledge (state {state!r})")
         elif action == "shelve":
             if not reason:
-                refuse("shelving needs a reason", 422)
-            minutes, oneshot = record.get("minutes"), bool(record.get("oneshot"))
+                refuse("shelving needs a reason", ActionInvalid)
+            minutes, oneshot = record.minutes, record.oneshot
             if oneshot == (minutes is not None):
-                refuse("give either minutes (timed shelve) or oneshot: true, not both", 422)
+                refuse("give either minutes (timed shelve) or oneshot: true, not both",
+                       ActionInvalid)
             if oneshot and not p.process_active:
                 refuse(f"one-shot shelving applies to an active alarm (state {state!r}); "
-                       "use a timed shelve", 409)
+                       "use a timed shelve")
             if minutes is not None:
                 max_min = p.definition.max_shelve_s / 60
                 if not 0 < float(minutes) <= max_min:
                     refuse(f"shelve minutes must be > 0 and at most {max_min:g} "
-                           f"(this alarm's maximum); got {minutes}", 422)
+                           f"(this alarm's maximum); got {minutes:g}", ActionInvalid)
         elif action == "unshelve":
             if p.shelved is None:
                 refuse("is not shelved")
@@ -420,40 +468,41 @@ class AlarmManager:
                 refuse(f"only a latched alarm that returned to normal needs a reset "
                        f"(state {state!r}, latched: {p.definition.latched})")
         elif action == "out_of_service":
-            on = bool(record.get("on"))
+            on = bool(record.on)
             if not reason:
-                refuse("out-of-service changes need a reason", 422)
+                refuse("out-of-service changes need a reason", ActionInvalid)
             if on and p.out_of_service is not None:
                 refuse("is already out of service")
             if not on and p.out_of_service is None:
                 refuse("is not out of service")
         else:
-            refuse(f"unknown action {action!r}", 422)
+            refuse(f"unknown action {action!r}", ActionInvalid)
 
-    def _action(self, record: dict[str, Any]) -> list[AlarmChange]:
-        alarm_id = record["alarm_id"]
+    def _action(self, record: ActionRecord) -> list[AlarmChange]:
+        alarm_id = record.alarm_id
         p = self._points.get(alarm_id)
         if p is None:
             p = self._factory(alarm_id)
             if p is None:
-                raise AlarmActionError(alarm_id, record["action"], f"no alarm point {alarm_id!r}")
+                raise UnknownTarget(alarm_id, record.action, f"no alarm point {alarm_id!r}")
             p.suppressed_by = self._suppressing(p)
             self._validate(p, record)  # a refused action leaves no trace
             self._points[alarm_id] = p
         self._validate(p, record)
-        action, ts = record["action"], int(record["ts"])
-        by, reason = str(record.get("by", "")), str(record.get("reason") or "")
+        action, ts = record.action, record.ts
+        by, reason = record.by, record.reason
         changes: list[AlarmChange] = []
         if action == "ack":
             p.acked = True
-            changes.append(self._change("acked", p, p.annunciable, ts, by=by, reason=reason))
+            changes.append(self._change(ChangeKind.ACKED, p, p.annunciable, ts, by=by,
+                                        reason=reason))
         elif action == "shelve":
-            minutes = record.get("minutes")
+            minutes = record.minutes
             until = None if minutes is None else ts + int(float(minutes) * 60_000)
             p.shelved = Shelve(by=by, reason=reason, ts=ts, until_ts=until,
-                               oneshot=bool(record.get("oneshot")))
+                               oneshot=record.oneshot)
             self._shelved.add(alarm_id)
-            changes.append(self._change("shelved", p, True, ts, by=by, reason=reason))
+            changes.append(self._change(ChangeKind.SHELVED, p, True, ts, by=by, reason=reason))
         elif action == "unshelve":
             p.shelved = None
             self._shelved.discard(alarm_id)
@@ -461,17 +510,18 @@ class AlarmManager:
         elif action == "reset":
             p.latched_hold = False
             p.acked = True
-            changes.append(self._change("reset", p, p.annunciable, ts, by=by, reason=reason))
+            changes.append(self._change(ChangeKind.RESET, p, p.annunciable, ts, by=by,
+                                        reason=reason))
         else:  # out_of_service
-            if record.get("on"):
+            if record.on:
                 p.out_of_service = OutOfService(by=by, reason=reason, ts=ts)
-                changes.append(self._change("out_of_service", p, True, ts, by=by,
+                changes.append(self._change(ChangeKind.OUT_OF_SERVICE, p, True, ts, by=by,
                                             reason=reason))
             else:
                 p.out_of_service = None
                 changes.append(self._returned_to_service(p, ts, by, reason))
         self._settle(p)
-        self.audit.append({**record, "state_after": p.state})
+        self.audit.append({**to_json(record), "state_after": p.state})
         return changes
 
     def _hold_if_flooding(self, p: AlarmPoint) -> None:
@@ -487,7 +537,7 @@ class AlarmManager:
         sounds = p.annunciable and p.standing and not p.acked and not p.flood_held
         if sounds:
             p.last_annunciated_ts = ts
-        return self._change("unshelved", p, p.annunciable, ts, by=by, reason=reason,
+        return self._change(ChangeKind.UNSHELVED, p, p.annunciable, ts, by=by, reason=reason,
                             detail={"reannunciated": sounds})
 
     def _returned_to_service(self, p: AlarmPoint, ts: int, by: str, reason: str) -> AlarmChange:
@@ -495,7 +545,7 @@ class AlarmManager:
         sounds = p.annunciable and p.standing and not p.acked and not p.flood_held
         if sounds:
             p.last_annunciated_ts = ts
-        return self._change("in_service", p, True, ts, by=by, reason=reason,
+        return self._change(ChangeKind.IN_SERVICE, p, True, ts, by=by, reason=reason,
                             detail={"reannunciated": sounds})
 
     # ------------------------------------------------------------------ suppression
@@ -503,24 +553,26 @@ class AlarmManager:
         return tuple(sorted(r.rule.id for r in self._rules.values()
                             if r.in_force and r.rule.matches(p)))
 
-    def _rule_change(self, record: dict[str, Any], *, active: bool | None = None,
+    def _rule_change(self, record: SuppressRecord | SuppressionRecord, *,
+                     active: bool | None = None,
                      enabled: bool | None = None) -> list[AlarmChange]:
-        rule = self._rules.get(str(record["rule"]))
+        rule = self._rules.get(record.rule)
         if rule is None:
             self.counters.unknown_records += 1
             return []
-        ts = int(record["ts"])
+        ts = record.ts
         before = rule.in_force
         if active is not None:
             rule.active = active
         if enabled is not None:
             rule.enabled = enabled
-            self.audit.append(dict(record))
+            self.audit.append(to_json(record))
         if rule.in_force == before:
             return []
         changes = [AlarmChange(
-            "suppression_on" if rule.in_force else "suppression_off", ts, None, None, True,
-            by=record.get("by"), reason=record.get("reason"),
+            ChangeKind.SUPPRESSION_ON if rule.in_force else ChangeKind.SUPPRESSION_OFF,
+            ts, None, None, True,
+            by=getattr(record, "by", None), reason=getattr(record, "reason", None),
             detail={"rule": rule.rule.id, "active": rule.active, "enabled": rule.enabled})]
         for alarm_id in sorted(self._points):
             p = self._points[alarm_id]
@@ -530,7 +582,7 @@ class AlarmManager:
             p.suppressed_by = new
             if p.standing:
                 if new:
-                    changes.append(self._change("suppressed", p, True, ts))
+                    changes.append(self._change(ChangeKind.SUPPRESSED, p, True, ts))
                 else:
                     changes.append(self._returned_to_service(p, ts, "system",
                                                              f"rule {rule.rule.id} lifted"))
@@ -544,7 +596,7 @@ class AlarmManager:
             self._standing.discard(p.alarm_id)
             p.flood_held = False
 
-    def _change(self, change: str, p: AlarmPoint, annunciate: bool, ts: int, *,
+    def _change(self, change: ChangeKind, p: AlarmPoint, annunciate: bool, ts: int, *,
                 by: str | None = None, reason: str | None = None,
                 detail: dict[str, Any] | None = None) -> AlarmChange:
         return AlarmChange(change, ts, p.alarm_id, p.post, annunciate, p.to_dict(), by=by,

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from alarms.points import AlarmPoint
-from alarms.records import suppress_record
+from alarms.records import SuppressRecord, suppress_record
 from model.batch import ReadingBatch
 from model.sensor_table import SensorTable
 
@@ -75,9 +74,9 @@ class SuppressionWatch:
         return bool(self._rules)
 
     def records(self, batch: ReadingBatch,
-                active_now: Callable[[str], bool]) -> list[dict[str, Any]]:
+                active_now: Callable[[str], bool]) -> list[SuppressRecord]:
         """``suppress`` records for the rules whose condition this batch changed."""
-        out: list[dict[str, Any]] = []
+        out: list[SuppressRecord] = []
         for rule, index in self._rules:
             mask = batch.sensor == index
             if not mask.any():

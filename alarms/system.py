@@ -23,7 +23,7 @@ from alarms.hazards import Hazard, HazardJournal, HazardRegistry, HazardRules, R
 from alarms.journal import Journal
 from alarms.lifecycle import AlarmChange, AlarmManager
 from alarms.periods import ImportantPeriod, active_periods, raised_priority, risk_floors
-from alarms.records import record_type
+from alarms.records import ConditionRecord, Record, RecordKind
 from alarms.risk import ActivePoint, AreaRisk, RiskRule, RiskTracker, grade_areas
 from model.alarm_events import AlarmEvent
 from model.plant import RiskColour
@@ -32,6 +32,7 @@ __all__ = ["AlarmSystem", "Outcome", "period_priority"]
 
 # Categories whose raise counts towards the repeated-alarm hazard rule.
 _REPEATED_CATEGORIES = ("alarm",)
+_ALWAYS_KEPT = (RecordKind.ACTION, RecordKind.SUPPRESSION, RecordKind.SUPPRESS)
 
 
 @dataclass(slots=True)
@@ -42,7 +43,7 @@ class Outcome:
     events: list[AlarmEvent] = field(default_factory=list)  # condition events that took effect
     hazards: list[Hazard] = field(default_factory=list)
     risk: list[AreaRisk] = field(default_factory=list)
-    journaled: list[dict[str, Any]] = field(default_factory=list)
+    journaled: list[Record] = field(default_factory=list)
     """The records this commit appended to the journal."""
 
     def __bool__(self) -> bool:
@@ -98,22 +99,21 @@ class AlarmSystem:
             {a: r.colour for a, r in self.grades(now_ms).items()})
 
     # ------------------------------------------------------------------ commits
-    def commit(self, records: Iterable[dict[str, Any]], now_ms: int) -> Outcome:
+    def commit(self, records: Iterable[Record], now_ms: int) -> Outcome:
         """Apply records, journal the ones that mattered (fsync), derive hazards and risk."""
         out = Outcome()
-        keep: list[dict[str, Any]] = []
+        keep: list[Record] = []
         for record in records:
             changes = self.manager.apply(record)
-            kind = record_type(record)
             # Actions and rule changes are always kept: the audit trail wants
             # them, and a rule's condition matters later even when a disabled
             # rule made it change nothing now.
-            if changes or kind in ("action", "suppression", "suppress"):
+            if changes or record.kind in _ALWAYS_KEPT:
                 keep.append(record)
-            if kind == "condition" and any(
-                    c.alarm_id == record["alarm_id"] and c.change in ("raised", "cleared")
+            if isinstance(record, ConditionRecord) and any(
+                    c.alarm_id == record.event.alarm_id and c.change in ("raised", "cleared")
                     for c in changes):
-                out.events.append(AlarmEvent.from_dict(record))
+                out.events.append(record.event)
             out.changes += changes
         self.journal.append_records(keep)
         out.journaled = keep
@@ -122,7 +122,7 @@ class AlarmSystem:
             out.risk = self._risk.update(self.grades(now_ms))
         return out
 
-    def check(self, record: dict[str, Any]) -> None:
+    def check(self, record: Record) -> None:
         """Raise :class:`~alarms.lifecycle.AlarmActionError` if the action would not apply."""
         self.manager.check(record)
 

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alarms.hazards import HazardError
 from alarms.kpi import compute_kpis, parse_scope, posts_in_scope
-from alarms.lifecycle import AlarmActionError
-from alarms.records import ActionName, action_record, suppression_record, tick_record
+from alarms.lifecycle import ActionInvalid, AlarmActionError, UnknownTarget
+from alarms.records import ActionName, Record, action_record, suppression_record, tick_record
 from alarms.system import AlarmSystem, Outcome
 from api.auth import Principal, TokenStore, require_role
 from api.models import AlarmOut
@@ -29,7 +29,7 @@ from model.plant import PlantConfig
 
 __all__ = ["alarm_router"]
 
-Commit = Callable[[list[dict[str, Any]]], Outcome]
+Commit = Callable[[list[Record]], Outcome]
 
 
 class _Body(BaseModel):
@@ -86,6 +86,17 @@ def _time(value: str | None, now_ms: int, param: str) -> int | None:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
+def action_error_status(exc: AlarmActionError) -> int:
+    """The HTTP status of a refused action: the domain says what went wrong, the API
+    says it in HTTP (404 no such point or rule, 422 a malformed action, 409 the
+    point's state does not allow it)."""
+    if isinstance(exc, UnknownTarget):
+        return 404
+    if isinstance(exc, ActionInvalid):
+        return 422
+    return 409
+
+
 def alarm_router(
     plant: PlantConfig,
     alarms: AlarmSystem,
@@ -116,7 +127,7 @@ def alarm_router(
         try:
             alarms.check(record)
         except AlarmActionError as exc:
-            raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
+            raise HTTPException(status_code=action_error_status(exc), detail=str(exc)) from exc
         commit([record])
         return point_out(alarm_id)
 
@@ -128,31 +139,31 @@ def alarm_router(
     @router.post("/alarms/{alarm_id}/ack", tags=["alarm actions"])
     async def ack(alarm_id: str, who: operator, body: ActionBody | None = None) -> AlarmOut:
         """Acknowledge (operator)."""
-        return run_action("ack", alarm_id, who, reason=(body or ActionBody()).reason)
+        return run_action(ActionName.ACK, alarm_id, who, reason=(body or ActionBody()).reason)
 
     @router.post("/alarms/{alarm_id}/shelve", tags=["alarm actions"])
     async def shelve(alarm_id: str, body: ShelveBody, who: operator) -> AlarmOut:
         """Shelve for `minutes` (up to the alarm's maximum) or one-shot (operator; reason
         required). A shelved alarm is still evaluated and recorded, not annunciated."""
-        return run_action("shelve", alarm_id, who, reason=body.reason, minutes=body.minutes,
-                          oneshot=body.oneshot)
+        return run_action(ActionName.SHELVE, alarm_id, who, reason=body.reason,
+                          minutes=body.minutes, oneshot=body.oneshot)
 
     @router.post("/alarms/{alarm_id}/unshelve", tags=["alarm actions"])
     async def unshelve(alarm_id: str, who: operator, body: ActionBody | None = None
                        ) -> AlarmOut:
         """Unshelve (operator); a standing unacknowledged alarm sounds again."""
-        return run_action("unshelve", alarm_id, who, reason=(body or ActionBody()).reason)
+        return run_action(ActionName.UNSHELVE, alarm_id, who, reason=(body or ActionBody()).reason)
 
     @router.post("/alarms/{alarm_id}/reset", tags=["alarm actions"])
     async def reset(alarm_id: str, who: operator, body: ActionBody | None = None) -> AlarmOut:
         """Reset a latched alarm that returned to normal (operator)."""
-        return run_action("reset", alarm_id, who, reason=(body or ActionBody()).reason)
+        return run_action(ActionName.RESET, alarm_id, who, reason=(body or ActionBody()).reason)
 
     @router.post("/alarms/{alarm_id}/out-of-service", tags=["alarm actions"])
     async def out_of_service(alarm_id: str, body: OutOfServiceBody, who: engineer
                              ) -> AlarmOut:
         """Take out of service for maintenance, or return to service (engineer)."""
-        return run_action("out_of_service", alarm_id, who, reason=body.reason, on=body.on)
+        return run_action(ActionName.OUT_OF_SERVICE, alarm_id, who, reason=body.reason, on=body.on)
 
     @router.get("/audit", tags=["alarm actions"])
     async def audit(
@@ -183,7 +194,7 @@ def alarm_router(
         try:
             alarms.check(record)
         except AlarmActionError as exc:
-            raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
+            raise HTTPException(status_code=action_error_status(exc), detail=str(exc)) from exc
         commit([record])
         return next(r for r in manager.rules() if r["id"] == rule_id)
 

@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from alarms.records import Record
 from alarms.system import AlarmSystem, Outcome
 from api.alarm_routes import alarm_router
 from api.auth import TokenStore
@@ -87,7 +88,7 @@ class ApiServices:
     registry: CollectorRegistry
     health: Callable[[], dict[str, Any]]
     tokens: TokenStore
-    commit: Callable[[list[dict[str, Any]]], Outcome]
+    commit: Callable[[list[Record]], Outcome]
     clock_ms: Callable[[], int] = wall_clock_ms
     keepalive_s: float = 15.0
 

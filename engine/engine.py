@@ -29,13 +29,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from alarms.from_detections import condition_records
 from alarms.period_limits import PeriodLimits
-from alarms.records import tick_record
+from alarms.records import ActionRecord, Record, SuppressionRecord, tick_record
 from alarms.suppression import SuppressionWatch
 from alarms.system import AlarmSystem, Outcome
 from decoders.json_gateway import DecodeLimits, Rejection
@@ -236,8 +236,9 @@ class Engine:
         if not len(batch):
             return step
         try:
-            records = (self._suppression.records(batch, self.alarms.manager.rule_active)
-                       if self._suppression else [])
+            records: list[Record] = []
+            if self._suppression:
+                records += self._suppression.records(batch, self.alarms.manager.rule_active)
             self.detector.update(self._for_detection(batch), received_ms=received_ms)
             records += condition_records(self.table, self.detector.transitions, now_ms,
                                          self.detector.groups.last_contributions)
@@ -293,26 +294,26 @@ class Engine:
             self.detector.set_limits(limits)
         self.detector.tick(now_ms)
         transitions = self.detector.transitions
-        records = condition_records(self.table, transitions, now_ms)
-        records.append(tick_record(now_ms))
+        records: list[Record] = [*condition_records(self.table, transitions, now_ms),
+                                 tick_record(now_ms)]
         self._commit(step, records, now_ms, detector_moved=len(transitions) > 0)
         step.outcome.risk += self.alarms.risk_tick(now_ms)
         return step
 
     # ------------------------------------------------------------------ operators
-    def act(self, records: Sequence[dict[str, Any]], now_ms: int) -> Step:
+    def act(self, records: Sequence[Record], now_ms: int) -> Step:
         """Apply operator actions (records of :mod:`alarms.records`). Each is checked
         first: :class:`~alarms.lifecycle.AlarmActionError` is raised, and nothing
         applied, if one would not apply."""
         for record in records:
-            if record.get("type") == "action":
+            if isinstance(record, ActionRecord | SuppressionRecord):
                 self.alarms.check(record)
         step = Step()
         self._commit(step, list(records), now_ms, detector_moved=False)
         return step
 
     # ------------------------------------------------------------------ commit
-    def _commit(self, step: Step, records: list[dict[str, Any]], now_ms: int, *,
+    def _commit(self, step: Step, records: list[Record], now_ms: int, *,
                 detector_moved: bool) -> None:
         size = self.alarms.journal.size()
         outcome: Outcome = self.alarms.commit(records, now_ms)

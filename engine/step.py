@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarms.records import Record
 from alarms.system import Outcome
 from decoders.sparkplug_host import HostMessage
 from model.batch import ReadingBatch
@@ -44,7 +45,7 @@ class Step:
     """To store: the live readings (as received, unclipped) and any backfill."""
     outcome: Outcome = field(default_factory=Outcome)
     """Alarm changes, condition events, hazards and risk colours, to announce."""
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     """The alarm records journaled in this step."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     refused: Counter[tuple[str, bool]] = field(default_factory=Counter)

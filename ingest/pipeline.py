@@ -26,6 +26,7 @@ from typing import Protocol
 import orjson
 from paho.mqtt.client import topic_matches_sub
 
+from alarms.records import Record
 from alarms.system import Outcome
 from decoders.json_gateway import DecodeLimits
 from engine.engine import MAX_DEAD_LETTERS_PER_MESSAGE, Engine
@@ -283,7 +284,7 @@ class Pipeline:
         self._rate_limit_summaries(now_ms)
         self._after_commit(step)
 
-    def commit(self, records: list[dict[str, object]]) -> Outcome:
+    def commit(self, records: list[Record]) -> Outcome:
         """Apply operator actions (from the API) through the engine."""
         step = self.engine.act(records, int(self.clock() * 1000))
         self._after_commit(step)

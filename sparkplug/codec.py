@@ -88,11 +88,6 @@ class DataType(IntEnum):
     StringArray = 33
     DateTimeArray = 34
 
-    @property
-    def is_numeric(self) -> bool:
-        """True for the integer and floating-point scalars (what a sensor reading can be)."""
-        return self in _SIGNED_BITS or self in _UNSIGNED_BITS or self in _FLOATS
-
 
 # Signed integers: the two's-complement width their value is read back at.
 _SIGNED_BITS = {DataType.Int8: 8, DataType.Int16: 16, DataType.Int32: 32, DataType.Int64: 64}

@@ -110,10 +110,6 @@ class NodeTopic:
         tail = "" if self.device is None else f"/{self.device}"
         return f"{NAMESPACE}/{self.group}/{self.message_type}/{self.edge_node}{tail}"
 
-    def with_type(self, message_type: MessageType, device: str | None = None) -> NodeTopic:
-        """The same edge node's topic for another verb (e.g. the NCMD answering an NDATA)."""
-        return NodeTopic(self.group, message_type, self.edge_node, device)
-
 
 @dataclass(frozen=True, slots=True)
 class StateTopic:
