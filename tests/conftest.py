@@ -1,27 +1,39 @@
-"""Shared fixtures: the real Mosquitto and InfluxDB servers of the integration tests.
+"""Shared fixtures: the shipped plant, and the real Mosquitto and InfluxDB servers
+of the integration tests.
 
-Each server is started once per test session on a free loopback port, in a
-temporary directory, and stopped by pid at the end. A missing binary is a
-failure, never a skip: the integration tests always run (docs/style.md).
-Fixtures of one test module belong in that module, not here.
+``plant`` is config/plant.yaml, loaded once per session and shared by every
+test that asks for it: read it, never change it. Each server is started once
+per test session on a free loopback port, in a temporary directory, and stopped
+by pid at the end. A missing binary is a failure, never a skip: the integration
+tests always run (docs/style.md). A fixture belongs here once two or more test
+modules use it; one that a single module uses stays in that module.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from devservers.localservers import InfluxD, Mosquitto, find_influxd, find_mosquitto
+from model.plant import PlantConfig, load_plant
 from model.sensor_table import SensorTable
 from store.influx import InfluxStore
+from tests.plants import PLANT_YAML
 
 INSTALL_ADVICE = (
     "{what} is needed by the integration tests and was not found on PATH or in /usr/sbin; "
     "install it with `apt-get install mosquitto influxdb` (Debian/Ubuntu)"
 )
+
+
+@pytest.fixture(scope="session")
+def plant() -> PlantConfig:
+    """The shipped plant, config/plant.yaml."""
+    return load_plant(PLANT_YAML)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +69,11 @@ async def influx_store(
     database name, other keyword arguments go to ``InfluxStore``. Every store
     made is closed after the test.
     """
-    database = f"t{next(_database_numbers)}_{request.node.name}"[:60]
+    # Only letters, digits and _ from the test's name: influxd 1.x globs its shard
+    # directories, and the [ ] of a parametrized test's name make writes fail with
+    # "error getting compaction temp files: syntax error in pattern" (HTTP 500).
+    name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)
+    database = f"t{next(_database_numbers)}_{name}"[:60]
     made: list[InfluxStore] = []
 
     async def make(table: SensorTable, db: str | None = None, **kwargs: Any) -> InfluxStore:

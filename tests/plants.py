@@ -1,10 +1,17 @@
-"""Small plants for unit tests, built in code so each test states what it relies on."""
+"""Plants for tests: the shipped plant file, and small plants built in code so each
+test states what it relies on.
+
+The shipped plant, loaded once, is the session fixture ``plant`` (conftest.py).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from model.plant import PlantConfig, parse_plant
+
+PLANT_YAML = Path(__file__).resolve().parents[1] / "config" / "plant.yaml"
 
 
 def small_plant_data() -> dict[str, Any]:

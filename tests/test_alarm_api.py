@@ -15,6 +15,7 @@ from alarms.hazards import HazardJournal
 from alarms.journal import AlarmJournal
 from alarms.lifecycle import AlarmManager
 from alarms.periods import ImportantPeriod
+from alarms.records import ConditionRecord
 from alarms.system import AlarmSystem, Outcome
 from api import ApiServices, EventHub, create_app
 from api.auth import TokenStore
@@ -28,15 +29,15 @@ NOW = 1_780_000_000_000
 PLANT = small_plant()
 
 
-def raise_event(alarm_id: str, ts: int, action: str = "raise") -> dict[str, Any]:
+def raise_event(alarm_id: str, ts: int, action: str = "raise") -> ConditionRecord:
     sensor, _, limit = alarm_id.rpartition(":")
     place = next(p for p in PLANT.places() if p.sensor.id == sensor)
-    return AlarmEvent(
+    return ConditionRecord(AlarmEvent(
         alarm_id=alarm_id, sensor=sensor, limit=limit, action=action,  # type: ignore[arg-type]
         ts=ts, value=60.0, setpoint=50.0, priority=place.sensor.priority, site=place.site,
         workshop=place.workshop, area=place.area, team=place.team, post=place.post,
         kind=place.sensor.kind, unit=place.sensor.effective_unit(),
-    ).to_dict()
+    ))
 
 
 class Rig:

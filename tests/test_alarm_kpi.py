@@ -28,7 +28,9 @@ DAY = 86_400_000
 HOUR = 3_600_000
 MIN = 60_000
 SEC = 1_000
-T0 = 1_699_920_000_000  # 2023-11-14 00:00 UTC: "11:00" below is T0 + 11 * HOUR
+# Not tests.clock.T0: this one is midnight UTC (2023-11-14 00:00), so that "11:00"
+# below is T0 + 11 * HOUR.
+T0 = 1_699_920_000_000
 
 
 def act(

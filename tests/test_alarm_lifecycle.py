@@ -15,26 +15,33 @@ from alarms.floods import FloodPolicy
 from alarms.journal import AlarmJournal
 from alarms.kpi import compute_kpis
 from alarms.lifecycle import AlarmActionError, AlarmChange, AlarmManager, AlarmPolicy
-from alarms.records import action_record, suppress_record, suppression_record, tick_record
+from alarms.records import (
+    ConditionRecord,
+    Record,
+    action_record,
+    suppress_record,
+    suppression_record,
+    tick_record,
+)
 from alarms.suppression import SuppressionRule
 from alarms.system import AlarmSystem
 from model.alarm_events import AlarmEvent
 from model.plant import parse_plant
+from tests.clock import T0
 from tests.plants import small_plant, small_plant_data
 
-T0 = 1_780_000_000_000
 MIN = 60_000
 
 
-def condition(alarm_id: str, action: str, ts: int, value: float = 30.0) -> dict[str, Any]:
+def condition(alarm_id: str, action: str, ts: int, value: float = 30.0) -> ConditionRecord:
     sensor, _, limit = alarm_id.rpartition(":")
     cat = {"trend": "warning", "drift": "warning", "nodata": "fault"}.get(limit, "alarm")
-    return AlarmEvent(
+    return ConditionRecord(AlarmEvent(
         alarm_id=alarm_id, sensor=sensor, limit=limit, action=action,  # type: ignore[arg-type]
         ts=ts, value=value, setpoint=25.0, priority="medium", site="s1", workshop="tank-farm",
         area="tf-a", team="team-a", post="post-tf", kind="combustible_lel", unit="%LEL",
         category=cat,
-    ).to_dict()
+    ))
 
 
 def manager(entries: list[Rationalization] | None = None, *,
@@ -272,7 +279,7 @@ step = st.one_of(
 )
 
 
-def _record(kind: str, a: str, b: Any, ts: int) -> dict[str, Any]:
+def _record(kind: str, a: str, b: Any, ts: int) -> Record:
     if kind == "cond":
         return condition(a, b, ts)
     if kind == "rule":
@@ -329,8 +336,8 @@ def test_random_sequences_stay_valid_and_rebuild_identically(
             server += dt
             ts = server - lag if kind == "cond" else server
             record = _record(kind, a, b, ts)
-            if kind == "cond":
-                record["at"] = ts
+            if isinstance(record, ConditionRecord):
+                record = ConditionRecord(record.event, ts)
             if kind == "act":
                 live.commit([tick_record(server)], server)  # as the API does
                 try:

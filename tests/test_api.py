@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 from alarms.catalogue import AlarmCatalogue
 from alarms.journal import AlarmJournal
 from alarms.lifecycle import AlarmManager
+from alarms.records import ConditionRecord, action_record
 from alarms.risk import DEFAULT_RISK_RULES
 from alarms.system import AlarmSystem, Outcome
 from api import ApiServices, EventHub, create_app
@@ -170,7 +171,8 @@ def make_event(
 
 
 @pytest.fixture
-def plant() -> PlantConfig:
+def api_plant() -> PlantConfig:
+    """The API tests' own plant (``PLANT`` above), not the shipped config/plant.yaml."""
     return parse_plant(PLANT)
 
 
@@ -185,13 +187,13 @@ def health_report() -> dict[str, Any]:
 
 
 @pytest.fixture
-def services(plant: PlantConfig, store: FakeStore, health_report: dict[str, Any],
+def services(api_plant: PlantConfig, store: FakeStore, health_report: dict[str, Any],
              tmp_path: Path) -> ApiServices:
     registry = CollectorRegistry()
     reading_store: ReadingStore = store
     alarms = AlarmSystem(
-        AlarmManager(AlarmCatalogue(plant)), AlarmJournal(tmp_path / "alarms.jsonl"),
-        inherent_risk={area.id: area.risk for _, area in plant.areas()},
+        AlarmManager(AlarmCatalogue(api_plant)), AlarmJournal(tmp_path / "alarms.jsonl"),
+        inherent_risk={area.id: area.risk for _, area in api_plant.areas()},
         risk_rules=DEFAULT_RISK_RULES)
     hub = EventHub(queue_size=32, registry=registry)
     announce = Notifications([SseChannel(hub)])
@@ -202,8 +204,8 @@ def services(plant: PlantConfig, store: FakeStore, health_report: dict[str, Any]
         return outcome
 
     return ApiServices(
-        plant=plant,
-        table=SensorTable.from_config(plant),
+        plant=api_plant,
+        table=SensorTable.from_config(api_plant),
         store=reading_store,
         alarms=alarms,
         tokens=TokenStore(tmp_path / "tokens.json"),
@@ -556,7 +558,7 @@ def feed_alarms(services: ApiServices) -> None:
         make_event(t, "TK-P-001", "h", "raise", NOW - 20_000, 820.0),
         make_event(t, "TK-P-001", "h", "clear", NOW - 10_000, 780.0),
     ):
-        services.alarms.manager.apply(event.to_dict())
+        services.alarms.manager.apply(ConditionRecord(event))
 
 
 async def test_alarms_active_and_all(client: httpx.AsyncClient, services: ApiServices) -> None:
@@ -571,7 +573,7 @@ async def test_alarms_active_and_all(client: httpx.AsyncClient, services: ApiSer
     assert active[2]["cleared_ts"] == NOW - 10_000 and active[2]["active"] is False
 
     services.alarms.manager.apply(
-        {"type": "action", "action": "ack", "alarm_id": "TK-P-001:h", "by": "op", "ts": NOW})
+        action_record("ack", "TK-P-001:h", by="op", ts=NOW))
     active = (await client.get("/api/v1/alarms")).json()
     assert [a["alarm_id"] for a in active] == ["TF-LEL-001:h", "TF-LEL-001:hh"]
     everything = (await client.get("/api/v1/alarms", params={"state": "all"})).json()
@@ -716,7 +718,7 @@ async def test_stream_endpoint_live_and_cleans_up_on_disconnect(
     assert len(data["alarms"]) == 3
 
     raised = make_event(services.table, "TK-P-001", "hh", "raise", NOW, 950.0)
-    services.alarms.manager.apply(raised.to_dict())
+    services.alarms.manager.apply(ConditionRecord(raised))
     services.hub.publish("alarm", raised.to_dict())
     assert parse_sse((await conn.next())["body"]) == [("alarm", raised.to_dict())]
     assert parse_sse((await conn.next())["body"]) == [("comment", "keepalive")]
@@ -897,14 +899,14 @@ async def test_docs_and_openapi(client: httpx.AsyncClient) -> None:
     assert "PlantOut" in spec["components"]["schemas"]
 
 
-async def test_apps_share_nothing(services: ApiServices, plant: PlantConfig,
+async def test_apps_share_nothing(services: ApiServices, api_plant: PlantConfig,
                                   tmp_path: Path) -> None:
     other_store = FakeStore()
-    other_alarms = AlarmSystem(AlarmManager(AlarmCatalogue(plant)),
+    other_alarms = AlarmSystem(AlarmManager(AlarmCatalogue(api_plant)),
                                AlarmJournal(tmp_path / "other.jsonl"))
     other = ApiServices(
-        plant=plant,
-        table=SensorTable.from_config(plant),
+        plant=api_plant,
+        table=SensorTable.from_config(api_plant),
         store=other_store,
         alarms=other_alarms,
         tokens=TokenStore(tmp_path / "other-tokens.json"),
@@ -1021,14 +1023,14 @@ async def test_dashboard_in_headless_chromium(
             await browser.wait_for(f"{risk.format('tankfarm')} === 'yellow'")  # inherent
 
             raised = make_event(services.table, "TK-P-001", "hh", "raise", NOW, 930.0)
-            services.commit([raised.to_dict()])
+            services.commit([ConditionRecord(raised)])
             await browser.wait_for(f"{rows} === 4")
             assert "state-2" in await browser.eval(area.format("tankfarm"))
             # The live risk colour rises with the HH alarm (a risk event on the stream).
             await browser.wait_for(f"{risk.format('tankfarm')} === 'orange'")
 
             cleared = make_event(services.table, "TF-LEL-001", "hh", "clear", NOW, 30.0)
-            services.commit([cleared.to_dict()])
+            services.commit([ConditionRecord(cleared)])
             reactor = area.format("reactor")
             await browser.wait_for(f"!{reactor}.includes('state-2')")
             assert "state-1" in await browser.eval(reactor)  # only its H is active

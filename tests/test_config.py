@@ -11,16 +11,11 @@ import pytest
 import yaml
 
 from model.plant import ConfigError, PlantConfig, load_plant, toxic_preset_ppm
+from tests.plants import PLANT_YAML
 
-PLANT_YAML = Path(__file__).resolve().parents[1] / "config" / "plant.yaml"
 FIVE_KINDS = {"combustible_lel", "toxic_ppm", "oxygen_pct", "pressure_kpa", "temperature_c"}
 # Where things sit in the shipped file (asserted below, so a reshuffle fails loudly).
 FIRST_SENSORS = ("sites", 0, "workshops", 0, "areas", 0, "sensors")
-
-
-@pytest.fixture(scope="module")
-def plant() -> PlantConfig:
-    return load_plant(PLANT_YAML)
 
 
 @pytest.fixture()

@@ -7,7 +7,8 @@ import pytest
 
 from alarms.journal import AlarmJournal
 from alarms.lifecycle import AlarmManager
-from ingest.checkpoint import CheckpointFile, remap_state
+from engine.snapshot import remap_state
+from ingest.checkpoint import CheckpointFile
 from ingest.spool import Spool
 from model.alarm_events import AlarmEvent
 from model.batch import ReadingBatch

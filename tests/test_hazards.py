@@ -23,8 +23,8 @@ from alarms.hazards import (
     HazardRules,
     RepeatedAlarmCounter,
 )
+from tests.clock import T0
 
-T0 = 1_700_000_000_000
 DAY = 86_400_000
 HOUR = 3_600_000
 ALLOWED = {

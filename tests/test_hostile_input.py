@@ -20,6 +20,7 @@ from ingest import dead_letter
 from ingest.letter_limits import TopicLimiter
 from simulators.sparkplug_edge import EdgeNodeMessages
 from sparkplug import DataType, Metric, Payload, encode_payload
+from tests.clock import T0
 from tests.test_pipeline import NOW, TABLE, Rig, gateway, until
 
 CRASH_LOOP = b'{"readings":[' + b"[" * 1000 + b"]" * 1000 + b"]}"
@@ -207,7 +208,6 @@ async def test_a_dead_letter_that_cannot_be_published_is_counted_not_raised(tmp_
 SITE_INDEX = {"site": {"S-A-1": 0, "S-A-2": 1, "S-B-1": 2}, "other": {"O-1": 3}}
 INDEX = {**SITE_INDEX["site"], **SITE_INDEX["other"]}
 DEVICES = {"area-a": ["S-A-1", "S-A-2"], "area-b": ["S-B-1"]}
-T0 = 1_764_337_200_000
 
 
 def plant_host(**kw: object) -> SparkplugHost:

@@ -24,8 +24,8 @@ from tests.plants import small_plant
 
 pytestmark = pytest.mark.servers
 
-# An hour ago, on a whole second: recent enough for the 30-day retention
-# policy, and aligned so that GROUP BY time(1000ms) buckets start at T0.
+# Not tests.clock.T0: an hour ago, on a whole second, recent enough for the
+# 30-day retention policy, and aligned so that GROUP BY time(1000ms) buckets start at T0.
 T0 = (int(time.time()) - 3600) * 1000
 HOSTILE = [
     "x' OR '1'='1",
@@ -67,60 +67,6 @@ async def test_count_equals_readings_written(
     assert await store.count_readings(T0, T0 + 100) == 100
     assert await store.count_readings(start_ms=T0 + n - 5) == 5
     assert await store.ping()
-
-
-async def test_raw_and_aggregated_queries_return_what_was_written(
-    influx_store: InfluxStoreFactory, table: SensorTable
-) -> None:
-    store = await influx_store(table)
-    # Sensor 0 (LEL-1) interleaved with sensor 1 (LEL-2, same measurement) and 4 (PT-1).
-    await store.write(
-        _batch(
-            [0, 1, 0, 0, 4, 0, 0, 1],
-            [T0, T0, T0 + 250, T0 + 999, T0 + 500, T0 + 1000, T0 + 2500, T0 + 2500],
-            [1.0, 99.0, 3.0, 2.0, 500.0, 10.0, -4.0, 98.0],
-            [0, 0, 1, 2, 0, 3, 0, 0],
-        )
-    )
-    raw = await store.query_readings(0, T0, T0 + 3000)
-    assert [(p.ts, p.value, p.quality) for p in raw] == [
-        (T0, 1.0, 0), (T0 + 250, 3.0, 1), (T0 + 999, 2.0, 2), (T0 + 1000, 10.0, 3),
-        (T0 + 2500, -4.0, 0),
-    ]  # fmt: skip
-    # The end is exclusive, the start inclusive; limit keeps the oldest.
-    assert [p.ts for p in await store.query_readings(0, T0 + 250, T0 + 2500)] == [
-        T0 + 250, T0 + 999, T0 + 1000,
-    ]  # fmt: skip
-    assert [p.ts for p in await store.query_readings(0, T0, T0 + 3000, limit=2)] == [T0, T0 + 250]
-
-    aggregated = await store.query_readings(0, T0, T0 + 3000, every_ms=1000)
-    assert aggregated == [
-        dataclasses.replace(aggregated[0], ts=T0, value=2.0, min=1.0, max=3.0, count=3),
-        dataclasses.replace(aggregated[1], ts=T0 + 1000, value=10.0, min=10.0, max=10.0, count=1),
-        dataclasses.replace(aggregated[2], ts=T0 + 2000, value=-4.0, min=-4.0, max=-4.0, count=1),
-    ]
-    assert all(p.quality is None for p in aggregated)
-    assert await store.query_readings(2, T0, T0 + 3000) == []  # never written
-
-
-async def test_rewriting_a_reading_overwrites_it(
-    influx_store: InfluxStoreFactory, table: SensorTable
-) -> None:
-    store = await influx_store(table)
-    await store.write(_batch([0, 1, 3], [T0, T0, T0 + 5], [1.0, 2.0, 20.9]))
-    await store.write(_batch([0, 1, 3], [T0, T0, T0 + 5], [1.5, 2.0, 20.8]))
-    assert await store.count_readings() == 3
-    assert [p.value for p in await store.query_readings(0, T0, T0 + 1)] == [1.5]
-
-
-async def test_floats_survive_the_round_trip_exactly(
-    influx_store: InfluxStoreFactory, table: SensorTable
-) -> None:
-    store = await influx_store(table)
-    values = [0.1, 1 / 3, 1e-300, 5e-324, 1.7976931348623157e308, 1e16, 1e-5, 2.0**53 + 2, -7.25]
-    n = len(values)
-    await store.write(_batch([0] * n, list(T0 + np.arange(n)), values))
-    assert [p.value for p in await store.query_readings(0, T0, T0 + n)] == values
 
 
 async def test_start_creates_a_default_30_day_retention_policy_and_restores_it(

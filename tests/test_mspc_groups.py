@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from alarms.catalogue import AlarmCatalogue
 from alarms.from_detections import events_from_transitions
 from alarms.lifecycle import AlarmManager
+from alarms.records import ConditionRecord
 from detectors.decide import CONDITIONS, Transitions
 from detectors.groups import GroupModel, GroupMonitors
 from detectors.mspc import PcaMonitor
@@ -36,9 +37,9 @@ from store.mspc_models import (
     save_group_model,
 )
 from store.sqlite import SQLiteStore
+from tests.clock import T0
 
 GROUP = ("TI-1", "TI-2", "PI-1")
-T0 = 1_764_000_000_000
 MSPC = CONDITIONS.index("mspc")
 
 
@@ -147,7 +148,7 @@ def test_contributions_name_the_broken_sensor_and_reach_the_alarm() -> None:
     assert events[0].alarm_id == "TI-2:mspc" and events[0].category == "warning"
     assert events[0].contributions == shares
     manager = AlarmManager(AlarmCatalogue(PLANT))
-    manager.apply({**events[0].to_dict(), "at": events[0].ts})
+    manager.apply(ConditionRecord(events[0], events[0].ts))
     point = manager.get("TI-2:mspc").to_dict()  # type: ignore[union-attr]
     assert point["state"] == "unack" and point["contributions"] == shares
     assert point["priority"] == "low"

@@ -16,7 +16,7 @@ import yaml
 
 from decoders.json_gateway import decode_gateway_json
 from decoders.lp_gateway import decode_line_protocol
-from model.plant import ConfigError, PlantConfig, load_plant
+from model.plant import ConfigError, PlantConfig
 from simulators import (
     PlantSimulator,
     Scenario,
@@ -34,7 +34,6 @@ from simulators.scenario_effects import first_level
 Format = Literal["json", "lp"]
 FORMATS: tuple[Format, ...] = ("json", "lp")
 ROOT = Path(__file__).resolve().parents[1]
-PLANT_YAML = ROOT / "config" / "plant.yaml"
 SCENARIO_DIR = ROOT / "config" / "scenarios"
 SCENARIO_FILES = sorted(SCENARIO_DIR.glob("*.yaml"))
 REQUIRED = {
@@ -53,11 +52,6 @@ EXPECTED_INCIDENT = {
     "gateway-dropout": ("gateway_dropout", False),
     "power-dip-flood": ("power_dip", True),
 }
-
-
-@pytest.fixture(scope="module")
-def plant() -> PlantConfig:
-    return load_plant(PLANT_YAML)
 
 
 @pytest.fixture(scope="module")

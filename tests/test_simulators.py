@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import simulators
-from model.plant import PlantConfig, load_plant
+from model.plant import PlantConfig
 from simulators import (
     BrokerUrlError,
     GatewayLayout,
@@ -40,14 +40,8 @@ from simulators import (
 )
 from simulators.leak import RISE_S
 
-PLANT_YAML = Path(__file__).resolve().parents[1] / "config" / "plant.yaml"
 START_MS = 1_764_337_200_000  # 2025-11-28 13:40 UTC
 GAS_KINDS = ("combustible_lel", "toxic_ppm")
-
-
-@pytest.fixture(scope="module")
-def plant() -> PlantConfig:
-    return load_plant(PLANT_YAML)
 
 
 def _sim(plant: PlantConfig, seed: int = 7, leaks: tuple[LeakSpec, ...] = ()) -> PlantSimulator:

@@ -41,9 +41,9 @@ from sparkplug import (
     state_topic,
 )
 from sparkplug import sparkplug_b_pb2 as pb
+from tests.clock import T0
 
 ROOT = Path(__file__).resolve().parents[1]
-T0 = 1_764_337_200_000  # 2025-11-28 13:40 UTC, ms
 DEVICES = {"area-a": ["S-A-1", "S-A-2"], "area-b": ["S-B-1"]}
 INDEX = {"S-A-1": 0, "S-A-2": 1, "S-B-1": 2}
 ALL = frozenset(INDEX)
