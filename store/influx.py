@@ -194,22 +194,30 @@ class InfluxStore:
         self._prefixes = series_prefixes(table)
         self._kinds = sorted({place.sensor.kind for place in table.places})
         self._connections = asyncio.Semaphore(max_connections)
-        headers = {"Authorization": f"Token {token}"} if token is not None else {}
-        auth = httpx.BasicAuth(username, password or "") if username is not None else None
-        self._client = httpx.AsyncClient(
+        self._max_connections = max_connections
+        self._timeout_s = timeout_s
+        self._headers = {"Authorization": f"Token {token}"} if token is not None else {}
+        self._auth = httpx.BasicAuth(username, password or "") if username is not None else None
+        self._client = self._new_client()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             base_url=self.url,
-            headers=headers,
-            auth=auth,
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            headers=self._headers,
+            auth=self._auth,
+            timeout=httpx.Timeout(self._timeout_s),
+            limits=httpx.Limits(max_connections=self._max_connections,
+                                max_keepalive_connections=self._max_connections),
         )
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        """Check the server answers; create the database and retention policy if asked."""
+        """Check the server answers; create the database and retention policy if asked.
+
+        A store that was closed may be started again (the ReadingStore contract)."""
+        if self._client.is_closed:
+            self._client = self._new_client()
         if not self.create_database:
             if not await self.ping():
                 raise StoreUnavailable(f"InfluxDB at {self.url} does not answer /ping", STORE_NAME)

@@ -8,6 +8,7 @@ SQLite calls run in a worker thread so the event loop never waits on disk.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import threading
 from pathlib import Path
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS alarm_events (
     limit_name TEXT NOT NULL,
     action TEXT NOT NULL,
     ts INTEGER NOT NULL,
-    value REAL NOT NULL,
+    value REAL,
     setpoint REAL NOT NULL,
     priority TEXT NOT NULL,
     site TEXT NOT NULL,
@@ -46,6 +47,27 @@ CREATE TABLE IF NOT EXISTS alarm_events (
     post TEXT NOT NULL
 );
 """
+
+
+def _allow_events_without_value(db: sqlite3.Connection) -> None:
+    """Files written before 2026-12-06 declared ``alarm_events.value`` NOT NULL, so a
+    no-data fault (no reading: value NaN, stored as NULL) could never be written and
+    held back every alarm event after it. Rebuild such a table without the constraint."""
+    columns = db.execute("PRAGMA table_info(alarm_events)").fetchall()
+    if not any(name == "value" and notnull for _, name, _, notnull, _, _ in columns):
+        return
+    db.executescript("""
+        BEGIN;
+        ALTER TABLE alarm_events RENAME TO alarm_events_old;
+        CREATE TABLE alarm_events (
+            id INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, sensor TEXT NOT NULL,
+            limit_name TEXT NOT NULL, action TEXT NOT NULL, ts INTEGER NOT NULL, value REAL,
+            setpoint REAL NOT NULL, priority TEXT NOT NULL, site TEXT NOT NULL,
+            area TEXT NOT NULL, post TEXT NOT NULL);
+        INSERT INTO alarm_events SELECT * FROM alarm_events_old;
+        DROP TABLE alarm_events_old;
+        COMMIT;
+    """)
 
 
 class SQLiteStore:
@@ -70,6 +92,7 @@ class SQLiteStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
+        _allow_events_without_value(db)
         self._db = db
 
     async def start(self) -> None:
@@ -86,6 +109,11 @@ class SQLiteStore:
                 db.close()
 
     def _write(self, batch: ReadingBatch) -> None:
+        if len(batch) and (int(batch.sensor.min()) < 0
+                           or int(batch.sensor.max()) >= len(self._ids)):
+            raise ValueError(
+                f"sensor rows {int(batch.sensor.min())}..{int(batch.sensor.max())} are outside "
+                f"the sensor table of {len(self._ids)} rows; the batch was not stored")
         rows = zip(
             self._ids[batch.sensor].tolist(),
             batch.ts.tolist(),
@@ -123,7 +151,8 @@ class SQLiteStore:
                 "INSERT INTO alarm_events (alarm_id, sensor, limit_name, action, ts, value, "
                 "setpoint, priority, site, area, post) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (e.alarm_id, e.sensor, e.limit, e.action, e.ts, e.value, e.setpoint,
+                    (e.alarm_id, e.sensor, e.limit, e.action, e.ts,
+                     e.value if math.isfinite(e.value) else None, e.setpoint,
                      e.priority, e.site, e.area, e.post)
                     for e in events
                 ],
@@ -149,6 +178,9 @@ class SQLiteStore:
         every_ms: int | None = None,
         limit: int = 10_000,
     ) -> list[SeriesPoint]:
+        if not 0 <= sensor < len(self._ids):
+            raise IndexError(f"sensor row {sensor} is outside the sensor table of "
+                             f"{len(self._ids)} rows")
         sid = self.table.ids[sensor]
         try:
             if every_ms is None:
