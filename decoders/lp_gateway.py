@@ -230,8 +230,8 @@ def _parse_fast(line: str) -> Parsed | None:
     """The common line (no backslash, no quote, single spaces); None: ask the slow path.
 
     Anything odd, even legal (a repeated field), is left to the slow path.
-    (Measured: cutting tags and fields into dicts with ``map(str.split, ...)``
-    or one big possessive regular expression were both slower than this loop.)
+    Hand-written because it was measured faster than the obvious alternatives
+    (docs/benchmarks.md, "Design measurements").
     """
     key, _, rest = line.partition(" ")
     fields, _, ts = rest.partition(" ")

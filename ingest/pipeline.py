@@ -46,13 +46,9 @@ log = logging.getLogger(__name__)
 _BITE_READINGS = 10_000
 """About how many readings are taken from the source per turn of the loop (the
 bite is set in messages from the size of the last ones, 10 to 1,000). The
-store writers run between bites, so a write's request moves on once per bite.
-Measured with ``benchmarks/ingest_throughput.py`` (10,000 sensors, 1.5 M
-readings in 100-reading messages): bites of 1,000 messages with a turn after
-each flush drained 187k–213k readings/s and stored the first reading at 3.6 s;
-bites of 100 messages with a turn after each, 245k–250k. Single-reading
-messages keep bites of 1,000: with 100 they measured 9.4k–11.1k readings/s
-against 10.4k–12.4k."""
+store writers run between bites, so a write's request moves on once per bite:
+smaller bites of big messages drained faster, while single-reading messages
+do better with bites of 1,000 (docs/benchmarks.md, "Design measurements")."""
 
 MAX_TOPICS_CACHED = 4_096
 """Topics whose subscription match is remembered; the cache starts again when full,

@@ -132,13 +132,9 @@ class StoreWriter:
 
         Why: one request with more points of each series costs InfluxDB less
         per point (see :func:`store.influx.series_chunks`), and the queue only
-        holds jobs when the store is the bottleneck. With 100k-reading flushes
-        of 10,000 sensors (benchmarks/ingest_throughput.py, 2 cores), merging
-        up to 4 of them took the end-to-end rate from 244k to 256k and from
-        234k to 286k readings/s in two same-run pairs. (Those runs started
-        their clock late, so only the comparison within each pair holds. With
-        the clock fixed, and the pipeline then taking bites of 1,000 messages,
-        merging off measured 198k against 187k–213k with it: no clear gain.)
+        holds jobs when the store is the bottleneck. The end-to-end gain was
+        clear with 100k-reading flushes and is within noise with today's
+        bites (docs/benchmarks.md, "Design measurements").
         """
         jobs = [first]
         size = len(first.batch)

@@ -6,11 +6,9 @@ glibc's malloc serves blocks that large with ``mmap`` and unmaps them when
 freed, or trims the heap's free top back to the kernel, so the next batch's
 temporaries fault every page in again, zero-filled by the kernel: at 10,000
 sensors, 300 page faults per batch of one reading per sensor and 2,100 per
-batch of ten. ``benchmarks/detector_throughput.py --quick`` run alternately
-with and without ``--default-malloc`` (one core, 10,000 sensors): 1,251–1,322
-µs per batch against 1,492–1,509 µs (one reading per sensor), 13.8–16.0 ms
-against 17.0–19.4 ms (ten). The suite alone, best of five loops of 100
-batches: 1,077–1,374 µs against 1,922–2,351 µs.
+batch of ten; keeping the pages made a batch 15–45 % faster
+(``benchmarks/detector_throughput.py --default-malloc`` is the comparison;
+figures in docs/benchmarks.md, "Design measurements").
 
 :func:`keep_freed_memory` asks glibc to serve blocks up to 32 MiB from the
 heap and to keep up to 256 MiB of free heap top, so a steady stream of
@@ -22,8 +20,8 @@ So the service calls :func:`release_freed_memory` every
 a burst's memory goes back to the kernel within that interval. That needs
 one arena (``M_ARENA_MAX`` 1): ``malloc_trim`` releases only the main arena's
 top, and a thread's arena keeps its top until it passes the trim threshold,
-so a 10 MB message read on paho's thread stayed resident (+22 MB per 10 MB
-payload, measured; with one arena, +2 MB). The threads allocate under the
+so a 10 MB message read on paho's thread stayed resident (see
+docs/decisions/0004-allocator.md). The threads allocate under the
 GIL almost always, so one arena costs them little contention. Where the allocator is not glibc, or
 the operator set glibc's own ``MALLOC_*`` or ``GLIBC_TUNABLES`` variables,
 nothing is changed.

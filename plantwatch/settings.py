@@ -42,9 +42,8 @@ class MqttSettings(BaseModel):
     topics: list[str] = ["plant/#"]
     deadletter_topic: str = "plantwatch/deadletter"
     max_pending_messages: int = Field(5_000, ge=100, le=65_535)
-    # 3.1.1 by default: measured here (benchmarks/ingest_throughput.py,
-    # config/plant.yaml), paho's MQTT 5 path cost 43 % of single-reading
-    # throughput (15.5k → 8.8k readings/s) and 14 % batched (154k → 133k).
+    # 3.1.1 by default: paho's MQTT 5 path measured markedly slower
+    # (docs/benchmarks.md, "Design measurements").
     # MQTT 5 lets the broker pace us
     # (Receive Maximum) so paho's network thread never waits; choose it where
     # that matters more than throughput.

@@ -102,11 +102,9 @@ def series_chunks(batch: ReadingBatch, lines_per_write: int) -> list[ReadingBatc
     boundaries only, into chunks of about ``lines_per_write`` lines.
 
     Why: InfluxDB's cost per point falls the more points of one series a write
-    request carries next to each other. Measured on the 2-core machine
-    (InfluxDB 1.6.7, 2 M points over 10,000 series written back to back; the
-    figures are influxd CPU per point): unsorted 10k-line requests
-    7.9 µs, sorted 10k-line 6.5 µs, sorted 50k-line 4.4 µs, sorted 100k-line
-    3.8 µs. A series is never split over two requests, so each request holds
+    request carries next to each other (influxd CPU per point nearly halves
+    from unsorted 10k-line requests to sorted 50k-line ones: docs/benchmarks.md,
+    "Design measurements"). A series is never split over two requests, so each request holds
     all of a flush's points of its series. A chunk may pass ``lines_per_write``
     by one series' points.
     """

@@ -108,13 +108,10 @@ def encode_readings(batch: ReadingBatch, prefixes: list[str]) -> bytes:
     skipped (InfluxDB would refuse the whole request for it). A sensor row
     outside ``prefixes`` raises :class:`ValueError`.
     """
-    # Hand-written because every stored reading passes through here. Measured
-    # on the 2-core development machine (Python 3.11, 100,000 readings of 200
-    # sensors, best of 9, machine shared so ranges over 3 runs): this function
-    # 1.5-2.0 M lines/s; one f-string per reading over ``tolist()`` columns
-    # with ``{value!r}`` 0.5-0.8 M lines/s (float repr alone tops out near
-    # 1.6 M/s); a per-reading loop escaping the tags and calling ``str.format``
-    # 0.15-0.19 M lines/s. What makes it fast: tags escaped once per sensor
+    # Hand-written because every stored reading passes through here; it was
+    # measured 2-3x faster than one f-string per reading and ten times faster
+    # than a per-reading format loop (docs/benchmarks.md, "Design
+    # measurements"). What makes it fast: tags escaped once per sensor
     # (``prefixes``); numbers formatted in C by orjson (shortest round-trip
     # text, exact like ``repr``); the six pieces of each line laid out in an
     # (n, 6) object array by NumPy fancy indexing and joined once, so no
