@@ -1,5 +1,7 @@
-"""``python -m plantwatch`` runs the CLI."""
+"""``python -m plantwatch`` runs the CLI; importing :mod:`plantwatch.cli` has
+registered every command on ``app`` by then."""
 
 from plantwatch.cli import app
 
-app()
+if __name__ == "__main__":
+    app()

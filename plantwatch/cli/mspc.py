@@ -15,6 +15,7 @@ from detectors.mspc import PcaMonitor
 from model.plant import ConfigError, load_plant
 from model.sensor_table import SensorTable
 from plantwatch.cli.options import SettingsOption, StateDirOption, settings_with_state_dir
+from plantwatch.cli.root import app
 from plantwatch.settings import Settings
 from store.errors import StoreUnavailable
 from store.mspc_models import (
@@ -33,6 +34,8 @@ mspc_app = typer.Typer(
     help="Multivariate monitoring (MSPC) of sensor groups (config/mspc.yaml): fit, list.",
     no_args_is_help=True,
 )
+app.add_typer(mspc_app, name="mspc")
+
 
 def _config_or_exit(settings: Settings) -> tuple[SensorTable, MspcConfig]:
     try:

@@ -1,0 +1,119 @@
+"""Helpers shared by the commands: logging set-up, the stderr console, the
+loaders that exit 2 with the problem on a bad config (plant, alarms, MSPC,
+scenario), the token store, and the service runner of ``run`` and ``demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import typer
+from rich.console import Console
+
+from alarms.config import AlarmConfig, load_alarm_config
+from api.auth import TokenStore
+from model.plant import ConfigError, PlantConfig, load_plant
+from plantwatch.settings import Settings
+from store.mspc_models import MspcConfig, MspcGroups, load_group_models, load_mspc_config
+
+__all__ = [
+    "Format",
+    "config_or_exit",
+    "console",
+    "load_alarm_config_or_exit",
+    "load_mspc_config_or_exit",
+    "load_mspc_or_exit",
+    "load_plant_or_exit",
+    "load_scenario_or_exit",
+    "serve",
+    "setup_logging",
+    "token_store",
+]
+
+console = Console(stderr=True)
+_Config = TypeVar("_Config")
+
+Format = Literal["json", "lp", "sparkplug"]
+"""The gateway formats a scenario can be encoded in (``backtest``, ``replay``)."""
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("amqtt", "transitions", "httpx", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def config_or_exit(what: str, load: Callable[[], _Config]) -> _Config:
+    """``load()``, or exit 2 printing the config error (file, key path, problem)."""
+    try:
+        return load()
+    except ConfigError as exc:
+        console.print(f"[red]invalid {what}[/red]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+def load_plant_or_exit(path: Path) -> PlantConfig:
+    return config_or_exit("plant config", lambda: load_plant(path))
+
+
+def load_alarm_config_or_exit(settings: Settings, plant: PlantConfig) -> AlarmConfig:
+    return config_or_exit("alarm config",
+                          lambda: load_alarm_config(settings.alarms_file(), plant))
+
+
+def load_mspc_config_or_exit(settings: Settings, plant: PlantConfig) -> MspcConfig:
+    return config_or_exit("MSPC config",
+                          lambda: load_mspc_config(settings.mspc_file(), plant))
+
+
+def load_mspc_or_exit(settings: Settings, plant: PlantConfig) -> MspcGroups:
+    """The fitted MSPC groups; fail at start, with the file and the fix, on a
+    bad MSPC config or model."""
+    config = load_mspc_config_or_exit(settings, plant)
+    try:
+        return load_group_models(config, settings.state_dir)
+    except ValueError as exc:
+        console.print(f"[red]invalid MSPC model[/red]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+def load_scenario_or_exit(path: Path, plant: PlantConfig) -> Any:
+    from simulators.scenario import load_scenario
+
+    try:
+        return load_scenario(path, plant)
+    except ConfigError as exc:
+        console.print(f"[red]invalid scenario[/red]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+def token_store(settings: Settings) -> TokenStore:
+    return TokenStore(settings.api.tokens_file or settings.state_dir / "tokens.json")
+
+
+async def serve(settings: Settings, plant: PlantConfig, on_ready: object = None,
+                alarm_config: AlarmConfig | None = None, mspc: MspcGroups | None = None
+                ) -> None:  # fmt: skip
+    """Run the service until SIGINT or SIGTERM; ``on_ready(service)`` once it is up."""
+    from plantwatch.service import Service
+
+    service = Service(settings, plant, alarm_config, mspc)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, service.stop)
+    service.bind_api()
+    runner = asyncio.create_task(service.run(), name="service")
+    ready = asyncio.create_task(service.ready.wait())
+    await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.done() and callable(on_ready):
+        on_ready(service)
+    else:
+        ready.cancel()
+    await runner
