@@ -182,8 +182,9 @@ class ConditionBank:
         self._leave_s = np.ascontiguousarray(leave.T) * self._sign
 
     def get_state(self) -> State:
-        return {"active": np.ascontiguousarray(self.active),
-                "since": np.ascontiguousarray(self.since)}
+        # Copies, always: with one point the (m, 1) views are contiguous already, and
+        # ascontiguousarray handed out the live arrays (a later step moved the snapshot).
+        return {"active": self._active.T.copy(), "since": self._since.T.copy()}
 
     def set_state(self, state: State) -> None:
         shape = self.active.shape
@@ -196,7 +197,7 @@ class ConditionBank:
                     f"{shape}: the saved state belongs to a different sensor table; "
                     "delete the checkpoint to start fresh"
                 )
-            arrays[name] = np.ascontiguousarray(arr.T)
+            arrays[name] = np.array(arr.T, order="C")  # a copy: the caller keeps theirs
         self._active, self._since = arrays["active"], arrays["since"]
         self._busy = self._active.any(axis=0) | (self._since != NO_TS).any(axis=0)
 

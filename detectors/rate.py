@@ -300,7 +300,7 @@ class RobustHolt:
             if (
                 shortest > 0
                 and (self._all_warm or self.count[s].min() >= self._settled)
-                and math.isfinite(v.sum())
+                and bool(np.isfinite(v).all())  # a sum would warn at +inf and -inf
             ):
                 # The common round: every reading fresh, finite and past warm-up.
                 # A gateway's snapshot has one Δt for all its sensors: then the

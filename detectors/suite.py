@@ -2,7 +2,10 @@
 
 Every reading goes through every detector (limits, rate of change, predictive
 trend, drift, and the sensor-health checks); each yields a score, and one
-:class:`~detectors.decide.ConditionBank` turns the scores into conditions:
+:class:`~detectors.decide.ConditionBank` turns the scores into conditions. The
+detectors, and how each score is decided, are declared in
+:mod:`detectors.registry` (a new one is one entry there); this is what they
+declare:
 
 ========  ==========================  ===================  ==================
 condition score                       raised when          cleared when
@@ -69,18 +72,19 @@ time, because a gateway whose clock runs a few minutes slow is not silent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from detectors.base import State
+from detectors.base import Detector, State
 from detectors.decide import CONDITIONS, NO_TS, ConditionBank, Transitions
 from detectors.drift import DriftDetector
 from detectors.groups import GroupModel, GroupMonitors
-from detectors.health import NoDataDetector, RangeDetector, SpikeDetector, StuckDetector
+from detectors.health import NoDataDetector
 from detectors.limits import POINTS, LimitDetector
-from detectors.rate import RateOfChangeDetector
+from detectors.registry import DECLARED, LIMITS, NODATA, DetectorSpec, SuiteParams
 from detectors.rounds import at, fresh_rounds, in_sensor_order
 from detectors.trend import TrendDetector
 from model.batch import ReadingBatch
@@ -88,22 +92,71 @@ from model.sensor_table import SensorTable
 
 __all__ = ["SCORED", "DetectorSuite"]
 
-SCORED = ("rate", "trend", "drift", "stuck", "range", "spike")
-"""The conditions decided from scores, in the bank's column order."""
+SCORED = tuple(spec.condition for spec in DECLARED)
+"""The conditions decided from scores, in the bank's column order (:data:`DECLARED`)."""
 _CODE = np.array([CONDITIONS.index(c) for c in SCORED], np.int8)
 _NODATA = np.int8(CONDITIONS.index("nodata"))
+# The columns with logic of their own in update(), looked up by name.
 _TREND = SCORED.index("trend")
-_RATE = SCORED.index("rate")
 _DRIFT = SCORED.index("drift")
 _SPIKE = SCORED.index("spike")
-_TINY = 1e-12
+_SIGNED = tuple(i for i, spec in enumerate(DECLARED)
+                if spec.decision is not None and spec.decision.magnitude)
+
+D = TypeVar("D")
+
+
+class _Stateful(Protocol):
+    def get_state(self) -> State: ...
+
+    def set_state(self, state: State) -> None: ...
+
+
+def _factory(spec: DetectorSpec) -> Callable[[SensorTable], Detector]:
+    if spec.factory is None:
+        raise TypeError(f"detector {spec.name!r} has no factory: the suite cannot build it")
+    return spec.factory
+
+
+def _as(kind: type[D], det: object, name: str) -> D:
+    """``det``, which the suite's own logic for ``name`` needs to be a ``kind``."""
+    if not isinstance(det, kind):
+        raise TypeError(f"the suite needs detector {name!r} to be a {kind.__name__}, its "
+                        f"factory gave a {type(det).__name__}")
+    return det
+
+
+def _bank(specs: Sequence[DetectorSpec], table: SensorTable,
+          params: SuiteParams) -> ConditionBank:  # fmt: skip
+    """One bank column per bank-decided spec, in order, from its declared decision."""
+    decisions = []
+    for spec in specs:
+        if spec.decision is None:
+            raise ValueError(f"detector {spec.name!r} is not decided by the condition bank")
+        decisions.append(spec.decision)
+    m, k = len(table), len(decisions)
+
+    def per_point_ms(seconds: list[float]) -> npt.NDArray[np.int64]:
+        row = np.array([round(x * 1000) for x in seconds], np.int64)
+        return np.ascontiguousarray(np.broadcast_to(row, (m, k)))
+
+    return ConditionBank(
+        np.column_stack([d.enter(table, params) for d in decisions]),
+        np.column_stack([d.leave(table, params) for d in decisions]),
+        np.array([d.upper for d in decisions], np.bool_),
+        per_point_ms([d.on_delay_s(params) for d in decisions]),
+        per_point_ms([d.off_delay_s(params) for d in decisions]),
+        nan_clears=np.array([d.nan_clears for d in decisions], np.bool_),
+    )
 
 
 class DetectorSuite:
     """All univariate detectors of the table, decided into condition transitions.
 
-    After :meth:`update` (or :meth:`tick`), :attr:`transitions` holds every
-    condition that changed, limit alarms included.
+    The detectors and the bank's columns are the declared ones
+    (:mod:`detectors.registry`). After :meth:`update` (or :meth:`tick`),
+    :attr:`transitions` holds every condition that changed, limit alarms
+    included.
     """
 
     name = "suite"
@@ -115,37 +168,19 @@ class DetectorSuite:
     ) -> None:
         self.table = table
         m = len(table)
-        self.limits = LimitDetector(table)
-        self.rate = RateOfChangeDetector(table)
-        self.trend = TrendDetector(table)
-        self.drift = DriftDetector(table)
-        self.stuck = StuckDetector(table)
-        self.range = RangeDetector(table)
-        self.spike = SpikeDetector(table)
-        self.nodata = NoDataDetector(table, max_gap_s=table.max_gap_s)
+        self.params = SuiteParams(spike_z=spike_z, drift_holdoff_s=drift_holdoff_s,
+                                  warning_hold_s=warning_hold_s,
+                                  drift_on_delay_s=drift_on_delay_s)
+        self.limits = _as(LimitDetector, _factory(LIMITS)(table), LIMITS.name)
+        self.scored: dict[str, Detector] = {spec.name: _factory(spec)(table)
+                                            for spec in DECLARED}
+        """The bank-decided detectors by name, in column order."""
+        self.trend = _as(TrendDetector, self.scored[DECLARED[_TREND].name], "trend")
+        self.drift = _as(DriftDetector, self.scored[DECLARED[_DRIFT].name], "drift")
+        self.nodata = _as(NoDataDetector, _factory(NODATA)(table), NODATA.name)
         self.groups = GroupMonitors(table, list(groups))
-        ones = np.ones(m)
-        horizon = table.trend_horizon_s
-        drift_on = np.where(table.drift_detection, 1.0, np.nan)
-        enter = np.column_stack([table.max_rate_per_min, horizon, drift_on, table.stuck_after_s,
-                                 _TINY * ones, spike_z * ones])
-        leave = np.column_stack([0.8 * table.max_rate_per_min, 1.25 * horizon, 0.5 * ones,
-                                 ones, _TINY * ones, 0.5 * spike_z * ones])
+        self.bank = _bank(DECLARED, table, self.params)
         zero_delay = np.zeros(m, np.int64)
-        # Warnings (trend, drift) clear only after their clear condition held for
-        # warning_hold_s (an ISA-18.2 off-delay): a slow ramp's ETA or a CUSUM near
-        # its threshold would otherwise raise and clear them every few seconds.
-        # Backtests of config/scenarios: warning raises fell from 40 to 4 in the
-        # cooling-water loss and 24 to 8 in the seal leak; lead times unchanged.
-        hold = np.zeros((m, 6), np.int64)
-        hold[:, 1:3] = round(warning_hold_s * 1000)
-        on_delay = np.zeros((m, 6), np.int64)
-        on_delay[:, 2] = round(drift_on_delay_s * 1000)
-        self.bank = ConditionBank(
-            enter, leave, np.array([True, False, True, True, True, True]),
-            on_delay, hold,
-            nan_clears=np.array([False, True, False, False, False, True]),
-        )
         self.nodata_bank = ConditionBank(
             table.max_gap_s[:, None].copy(), table.max_gap_s[:, None].copy(),
             np.array([True]), zero_delay, zero_delay,
@@ -163,15 +198,10 @@ class DetectorSuite:
         self.limits.set_limits(limits)
 
     @property
-    def _parts(self) -> dict[str, LimitDetector | RateOfChangeDetector | TrendDetector
-                              | DriftDetector | StuckDetector | RangeDetector | SpikeDetector
-                              | NoDataDetector | ConditionBank | GroupMonitors]:
-        return {
-            "limits": self.limits, "rate": self.rate, "trend": self.trend,
-            "drift": self.drift, "stuck": self.stuck, "range": self.range,
-            "spike": self.spike, "nodata": self.nodata, "bank": self.bank,
-            "nodata_bank": self.nodata_bank, "groups": self.groups,
-        }
+    def _parts(self) -> dict[str, _Stateful]:
+        """Everything with state, by checkpoint key prefix (the order of the saved keys)."""
+        return {"limits": self.limits, **self.scored, "nodata": self.nodata,
+                "bank": self.bank, "nodata_bank": self.nodata_bank, "groups": self.groups}
 
     # -- state -------------------------------------------------------------
     def get_state(self) -> State:
@@ -226,22 +256,17 @@ class DetectorSuite:
         self, batch: ReadingBatch, received_ms: int | None = None
     ) -> dict[str, npt.NDArray[np.float64]]:
         """Run every detector over ``batch`` and decide; return each detector's scores."""
-        scores = {
-            "limits": self.limits.update(batch),
-            "rate": self.rate.update(batch),
-            "trend": self.trend.update(batch),
-            "drift": self.drift.update(batch),
-            "stuck": self.stuck.update(batch),
-            "range": self.range.update(batch),
-            "spike": self.spike.update(batch),
-        }
+        scores = {"limits": self.limits.update(batch)}
+        for name, det in self.scored.items():
+            scores[name] = det.update(batch)
         if received_ms is None:
             self.nodata.update(batch)
         else:
             arrived = np.full(len(batch), received_ms, np.int64)
             self.nodata.update(ReadingBatch(batch.sensor, arrived, batch.value, batch.quality))
         # One row per scored condition (the bank's point-major layout).
-        x_all = np.stack([np.abs(scores["rate"]), *(scores[c] for c in SCORED[1:])])
+        x_all = np.stack([np.abs(scores[spec.name]) if i in _SIGNED else scores[spec.name]
+                          for i, spec in enumerate(DECLARED)])
         t = self.table
         parts = [self.limits.transitions]
         held: list[npt.NDArray[np.intp]] = []
@@ -268,8 +293,9 @@ class DetectorSuite:
             rr = at(rows, pos)
             setpoint = self.bank.setpoints(sr, p, raised)
             score = x[p, pos]
-            rate = p == _RATE
-            score[rate] = scores["rate"][rr][rate]  # signed, units/min
+            for i in _SIGNED:  # decided on |score|, reported signed (a rate: units/min)
+                signed = p == i
+                score[signed] = scores[DECLARED[i].name][rr][signed]
             trend = p == _TREND
             if trend.any():
                 # The limit being approached: the next one from the trend's own

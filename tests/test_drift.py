@@ -1,92 +1,24 @@
-"""Drift detector: a plain reference, the detector contract, and the plant cases
-it exists for (a slow leak, a calibration step, a steady day without a false call)."""
+"""Drift detector: the signed score against the plain reference, and the plant cases
+it exists for (a slow leak, a calibration step, a steady day without a false call).
+
+The contract (chunks, state, input, late readings, the reference at the parameters
+declared for checking) is tests/test_detector_contract.py's.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from detectors.drift import DriftDetector
+from detectors.reference import DriftRef
 from model.batch import ReadingBatch
-from tests.test_health import (
-    LEL,
-    T0,
-    TABLE,
-    Reference,
-    Stream,
-    as_batch,
-    check_chunks,
-    check_late_readings,
-    check_not_mutated_and_permutation,
-    check_reference,
-    check_round_trip,
-    check_state_rejects_other_table,
-    lel_noise,
-    one_sensor,
-    readings,
-    span,
-)
-
-M = len(TABLE)
-
-
-class DriftRef(Reference):
-    """The module docstring's equations, one reading at a time."""
-
-    fields: ClassVar[dict[str, float | int]] = {
-        "last_value": 0.0, "baseline": 0.0, "mean_step": 0.0, "baseline_weight": 0.0,
-        "step_weight": 0.0, "cusum_up": 0.0, "cusum_down": 0.0, "count": 0,
-    }
-
-    def __init__(self, tau: float = 3600.0, k: float = 0.5, h: float = 16.0, warmup: int = 120,
-                 freeze_fraction: float = 0.5, floor_fraction: float = 1e-3,
-                 clip: float = 4.0, signed: bool = False) -> None:
-        super().__init__()
-        self.tau, self.k, self.h, self.warmup, self.clip = tau, k, h, warmup, clip
-        self.freeze = freeze_fraction * h
-        self.floor = [floor_fraction * span(s) for s in range(M)]
-        self.signed = signed
-
-    def first(self, s: int, ts: int, v: float) -> float:
-        for name, value in (("last_value", v), ("baseline", v), ("mean_step", 0.0),
-                            ("baseline_weight", 1.0), ("step_weight", 0.0),
-                            ("cusum_up", 0.0), ("cusum_down", 0.0), ("count", 1)):
-            self.st[name][s] = value
-        return math.nan
-
-    def step(self, s: int, ts: int, v: float, last: int) -> float:
-        g = {name: values[s] for name, values in self.st.items()}
-        tau_ms = 1000.0 * self.tau
-        decay = tau_ms / ((ts - last) + tau_ms)
-        sigma = max(g["mean_step"] * (math.sqrt(math.pi) / 2), self.floor[s])
-        resid = v - g["baseline"]
-        z = min(max(resid / sigma, -self.clip), self.clip)
-        up = max(g["cusum_up"] + (z - self.k), 0.0)
-        down = max(g["cusum_down"] - (z + self.k), 0.0)
-        young = g["count"] < self.warmup
-        if young:
-            up = down = 0.0
-        peak = max(up, down)
-        wd = g["step_weight"] * decay + 1.0
-        mean_step = g["mean_step"] + (abs(v - g["last_value"]) - g["mean_step"]) / wd
-        wb = g["baseline_weight"] * decay + 1.0
-        baseline = g["baseline"] + resid / wb if peak < self.freeze else g["baseline"]
-        for name, value in (("last_value", v), ("baseline", baseline), ("mean_step", mean_step),
-                            ("baseline_weight", wb), ("step_weight", wd), ("cusum_up", up),
-                            ("cusum_down", down), ("count", g["count"] + 1)):
-            self.st[name][s] = value
-        if young:
-            return math.nan
-        score = peak * (1.0 / self.h)
-        return float(-score if self.signed and down > up else score)
-
-
+from tests.test_health import LEL, T0, TABLE, Stream, as_batch, lel_noise, one_sensor, readings
 
 
 def make() -> DriftDetector:
@@ -95,13 +27,8 @@ def make() -> DriftDetector:
 
 
 def make_ref(signed: bool = False) -> DriftRef:
-    return DriftRef(tau=20.0, k=0.5, h=3.0, warmup=3, signed=signed)
-
-
-@settings(max_examples=150, deadline=None)
-@given(stream=readings)
-def test_equals_reference_in_any_row_order(stream: Stream) -> None:
-    check_reference(make, make_ref(), stream)
+    return DriftRef(TABLE, baseline_tau_s=20.0, k_sigmas=0.5, h_sigmas=3.0, warmup=3,
+                    signed=signed)
 
 
 @settings(max_examples=80, deadline=None)
@@ -112,30 +39,6 @@ def test_signed_scores_equal_reference(stream: Stream) -> None:
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(np.abs(got), make().update(as_batch(stream)), strict=False)
-
-
-@settings(max_examples=80, deadline=None)
-@given(stream=readings, cuts=st.lists(st.integers(0, 80), max_size=8))
-def test_chunk_invariance(stream: Stream, cuts: list[int]) -> None:
-    check_chunks(make, stream, cuts)
-
-
-@settings(max_examples=50, deadline=None)
-@given(stream=readings, cut=st.integers(0, 80))
-def test_state_round_trip_and_pickle(stream: Stream, cut: int) -> None:
-    check_round_trip(make, stream, cut)
-
-
-def test_input_not_mutated_and_permutation() -> None:
-    check_not_mutated_and_permutation(make, seed=5)
-
-
-def test_late_duplicate_and_nan_readings_change_nothing() -> None:
-    check_late_readings(make, warm=3)
-
-
-def test_state_from_another_table_is_refused() -> None:
-    check_state_rejects_other_table(make)
 
 
 def test_warm_up_counts_readings_even_at_exactly_zero() -> None:

@@ -1,11 +1,14 @@
-"""Rate-of-change detector: contract (reference, chunks, state, NaN rules) and behaviour."""
+"""Rate-of-change detector: the reference at several parameter sets, and behaviour.
+
+The contract (chunks, state, input, late and non-finite readings, the reference
+at the parameters declared for checking) is tests/test_detector_contract.py's;
+the plain reference is detectors/reference.py's.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
-import pickle
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -13,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.base import Detector
-from detectors.rate import SCALE_READINGS, SETTLE_READINGS, RateOfChangeDetector
+from detectors.rate import SETTLE_READINGS, RateOfChangeDetector
+from detectors.reference import RateRef
 from model.batch import ReadingBatch
 from model.plant import PlantConfig, parse_plant
 from model.sensor_table import SensorTable
@@ -27,82 +30,12 @@ T0 = 1_700_000_000_000
 Reading = tuple[int, int, float]  # sensor, ts (ms), value
 
 
-# -- a plain per-reading reference of the robust Holt filter ---------------------------
-@dataclass
-class _SensorRef:
-    level: float = 0.0
-    slope: float = 0.0
-    scale: float = 0.0
-    excess: float = 0.0
-    last_ts: int = 0
-    count: int = 0
-
-
-class RefHolt:
-    """The recursion of ``detectors.rate`` written out for one reading at a time.
-
-    ``read`` returns ``(level, slope_per_s, scale, dt_s)`` after a scored
-    reading and ``None`` for a reading that gets no score. Arithmetic is done
-    in the same order as the vectorized code, so results agree to the bit.
-    """
-
-    def __init__(
-        self, m: int, *, tau_level_s: float, tau_slope_s: float, clip_sigmas: float,
-        warmup: int,
-    ) -> None:
-        self.sensors = [_SensorRef() for _ in range(m)]
-        self.tau_level_s, self.tau_slope_s = tau_level_s, tau_slope_s
-        self.clip_sigmas, self.warmup = clip_sigmas, warmup
-
-    def read(self, s: int, ts: int, x: float) -> tuple[float, float, float, float] | None:
-        z = self.sensors[s]
-        if not math.isfinite(x):
-            return None
-        if z.count == 0:
-            z.level, z.slope, z.scale, z.excess = x, 0.0, 0.0, 0.0
-            z.count, z.last_ts = 1, ts
-            return None
-        if ts <= z.last_ts:
-            return None
-        dt = (ts - z.last_ts) * 1e-3
-        decay = float(np.exp(max(dt * (-1.0 / self.tau_level_s), -40.0)))
-        alpha = 1.0 - decay
-        if self.tau_slope_s == self.tau_level_s:
-            beta = alpha
-        else:
-            beta = 1.0 - float(np.exp(max(dt * (-1.0 / self.tau_slope_s), -40.0)))
-        pred = z.slope * dt + z.level + 1e-150
-        e = x - pred
-        young = z.count < self.warmup
-        lim = math.inf if young else z.scale * (self.clip_sigmas / decay)
-        clipped = min(max(e, -lim), lim)
-        over = e - clipped
-        used = e if over * z.excess > 0 else clipped  # same-side overshoot twice: pass
-        z.excess = over
-        # The first readings: level and scale are running means (when that
-        # weighs more than the time constant would).
-        settling = z.count < SETTLE_READINGS
-        level_gain = max(alpha, 1.0 / (z.count + 1)) if settling else alpha
-        z.level = pred + used * level_gain
-        z.slope = z.slope + used * alpha * (beta / dt)
-        gain = max(1 / SCALE_READINGS, 1.0 / z.count)
-        z.scale = max(z.scale + (abs(used) - z.scale) * gain, 1e-100)
-        scored = z.count >= self.warmup
-        z.count = min(z.count + 1, max(self.warmup, SETTLE_READINGS))
-        z.last_ts = ts
-        return (z.level, z.slope, z.scale, dt) if scored else None
-
-
 def reference_rates(
     stream: list[Reading], *, tau_s: float = 30.0, clip_sigmas: float = 3.0, warmup: int = 5
 ) -> npt.NDArray[np.float64]:
-    ref = RefHolt(M, tau_level_s=tau_s, tau_slope_s=tau_s, clip_sigmas=clip_sigmas,
-                  warmup=warmup)
-    out = []
-    for s, ts, x in stream:
-        r = ref.read(s, ts, x)
-        out.append(np.nan if r is None else r[1] * 60.0)
-    return np.array(out, np.float64)
+    """Rates per reading, unit/min, from the plain reference (one reading at a time)."""
+    ref = RateRef(TABLE, tau_level_s=tau_s, clip_sigmas=clip_sigmas, warmup=warmup)
+    return np.array(ref.run(stream), np.float64)
 
 
 # -- streams ---------------------------------------------------------------------------
@@ -151,12 +84,6 @@ def streams(draw: st.DrawFn, max_size: int = 80) -> list[Reading]:
     return out
 
 
-def one_reading_per_sensor_and_ts(stream: list[Reading]) -> list[Reading]:
-    """Drop repeated (sensor, ts) pairs: then the row order of a batch cannot matter."""
-    first = {(s, ts): i for i, (s, ts, _) in reversed(list(enumerate(stream)))}
-    return [r for i, r in enumerate(stream) if first[(r[0], r[1])] == i]
-
-
 def run(det: RateOfChangeDetector, stream: list[Reading], cuts: list[int]) -> np.ndarray:
     """Feed ``stream`` in chunks split at ``cuts``; scores in stream order."""
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(stream))), len(stream)]
@@ -164,18 +91,9 @@ def run(det: RateOfChangeDetector, stream: list[Reading], cuts: list[int]) -> np
     return np.concatenate(parts) if parts else np.empty(0)
 
 
-def assert_same_state(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].dtype == b[k].dtype, k
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
-# -- the contract ----------------------------------------------------------------------
-def test_is_a_detector_with_int64_float64_state() -> None:
-    det = RateOfChangeDetector(TABLE)
-    assert isinstance(det, Detector)
-    state = det.get_state()
+# -- state and the reference --------------------------------------------------------
+def test_state_is_int64_and_float64_within_200_bytes_a_sensor() -> None:
+    state = RateOfChangeDetector(TABLE).get_state()
     assert {a.dtype for a in state.values()} <= {np.dtype(np.int64), np.dtype(np.float64)}
     assert sum(a.nbytes for a in state.values()) / M <= 200
     assert state["count"].dtype == np.int64
@@ -190,74 +108,6 @@ def test_equals_the_reference(stream: list[Reading], params: tuple[float, float,
     want = reference_rates(stream, tau_s=tau, clip_sigmas=clip, warmup=warmup)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-
-
-@settings(max_examples=200, deadline=None)
-@given(streams(), st.lists(st.integers(0, 250), max_size=6))
-def test_chunk_invariance(stream: list[Reading], cuts: list[int]) -> None:
-    runs = {
-        "all": [],
-        "ones": list(range(len(stream))),
-        "sevens": list(range(0, len(stream), 7)),
-        "random": cuts,
-    }
-    results = {}
-    for name, c in runs.items():
-        det = RateOfChangeDetector(TABLE, warmup=2)
-        results[name] = (run(det, stream, c), det.get_state())
-    scores, state = results["all"]
-    for name, (s2, state2) in results.items():
-        np.testing.assert_array_equal(s2, scores, err_msg=name)
-        assert_same_state(state2, state)
-
-
-@settings(max_examples=100, deadline=None)
-@given(streams(), st.integers(0, 250))
-def test_state_round_trip_and_pickle_mid_stream(stream: list[Reading], cut: int) -> None:
-    first, rest = stream[:cut], stream[cut:]
-    det = RateOfChangeDetector(TABLE, warmup=2)
-    det.update(as_batch(first))
-    restored = RateOfChangeDetector(TABLE, warmup=2)
-    restored.set_state(det.get_state())
-    pickled = pickle.loads(pickle.dumps(det))
-    want = det.update(as_batch(rest))
-    for other in (restored, pickled):
-        np.testing.assert_array_equal(other.update(as_batch(rest)), want)
-        assert_same_state(other.get_state(), det.get_state())
-
-
-@settings(max_examples=100, deadline=None)
-@given(streams())
-def test_batch_not_mutated_and_rows_permute(stream: list[Reading]) -> None:
-    stream = one_reading_per_sensor_and_ts(stream)
-    batch = as_batch(stream)
-    copies = [a.copy() for a in (batch.sensor, batch.ts, batch.value, batch.quality)]
-    scores = RateOfChangeDetector(TABLE, warmup=2).update(batch)
-    for a, b in zip(copies, (batch.sensor, batch.ts, batch.value, batch.quality), strict=True):
-        np.testing.assert_array_equal(a, b)
-    perm = np.random.default_rng(len(stream)).permutation(len(stream))
-    permuted = RateOfChangeDetector(TABLE, warmup=2).update(batch.take(perm))
-    np.testing.assert_array_equal(permuted, scores[perm])
-
-
-def test_late_and_duplicate_readings_score_nan_and_do_not_move_state() -> None:
-    det = RateOfChangeDetector(TABLE, warmup=2)
-    ts = T0 + np.arange(10) * 1000
-    det.update(ReadingBatch.from_columns(np.zeros(10), ts, 20.0 + np.arange(10.0)))
-    before = det.get_state()
-    late = ReadingBatch.from_columns([0, 0, 0], [ts[-1], ts[3], ts[0] - 1], [99.0, -5.0, 0.0])
-    assert np.isnan(det.update(late)).all()
-    assert_same_state(det.get_state(), before)
-
-
-def test_non_finite_values_score_nan_and_do_not_move_state() -> None:
-    det = RateOfChangeDetector(TABLE, warmup=2)
-    ts = T0 + np.arange(10) * 1000
-    det.update(ReadingBatch.from_columns(np.zeros(10), ts, np.arange(10.0)))
-    before = det.get_state()
-    bad = ReadingBatch.from_columns([0, 0], [ts[-1] + 1000, ts[-1] + 2000], [np.nan, np.inf])
-    assert np.isnan(det.update(bad)).all()
-    assert_same_state(det.get_state(), before)
 
 
 def test_warmup_counts_readings_even_when_they_are_zero() -> None:
@@ -287,14 +137,11 @@ def test_snapshot_layouts_take_the_fast_paths_and_agree() -> None:
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_bad_parameters_and_foreign_state_are_refused() -> None:
+def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="tau_level_s"):
         RateOfChangeDetector(TABLE, tau_s=0.0)
     with pytest.raises(ValueError, match="warmup"):
         RateOfChangeDetector(TABLE, warmup=1)
-    other = RateOfChangeDetector(SensorTable.from_config(_temperature_plant(2)))
-    with pytest.raises(ValueError, match="different sensor table"):
-        RateOfChangeDetector(TABLE).set_state(other.get_state())
 
 
 # -- behaviour -------------------------------------------------------------------------
