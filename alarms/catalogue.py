@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from alarms.points import PRIORITIES, AlarmDefinition, AlarmPoint, priority_rank
-from model.alarm_events import CATEGORY_OF
+from detectors.registry import CATEGORY_OF
 from model.plant import PlantConfig, SensorPlace
 
 __all__ = ["AlarmCatalogue", "Rationalization", "default_priority"]

@@ -28,7 +28,7 @@ from alarms.periods import ImportantPeriod, period_problems
 from alarms.risk import DEFAULT_RISK_RULES, RiskRule
 from alarms.suppression import SuppressionRule
 from alarms.system import AlarmSystem, period_priority
-from model.alarm_events import CATEGORY_OF
+from detectors.registry import CATEGORY_OF
 from model.plant import ID_PATTERN, ConfigError, PlantConfig, key_path, read_yaml
 
 __all__ = ["AlarmConfig", "load_alarm_config", "parse_alarm_config"]

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 from alarms.records import ConditionRecord
 from detectors.decide import CONDITIONS, Transitions
-from model.alarm_events import CATEGORY_OF, AlarmEvent, alarm_id
+from detectors.registry import CATEGORY_OF
+from model.alarm_events import AlarmEvent, alarm_id
 from model.sensor_table import SensorTable
 
 __all__ = ["condition_records", "events_from_transitions"]

@@ -4,8 +4,8 @@ For 100, 10,000 and 100,000 sensors, with 1 and 10 readings per sensor per
 batch, it feeds the full univariate suite (limits + rate + trend + drift +
 health, and the deciding step) and prints samples/s, µs per batch, and bytes
 of detector state per sensor. The baseline, measured in the same run, is the
-per-reading Python reference implementations the contract tests check the
-vectorized detectors against (``tests/test_*.py``), run over the same kind of
+per-reading Python reference implementations the contract checks the
+vectorized detectors against (``detectors/reference.py``), run over the same kind of
 stream.
 
 Targets on one core: ≥ 30 million samples/s at 10,000 sensors, ≥ 20× the
@@ -126,23 +126,21 @@ def pass_us(m: int) -> float:
 def reference_rate(n_readings: int = 3000) -> float:
     """samples/s of the plain per-reading references of every detector in the suite.
 
-    The references are the ones the contract tests hold the vectorized
-    detectors to (``tests/test_*.py``), each on its own test plant; a sample
-    costs the sum of what each reference spends on it.
+    The references are the ones the contract holds the vectorized detectors to
+    (each declaration's ``reference`` in ``detectors/registry.py``), run on the
+    sample plant; a sample costs the sum of what each reference spends on it.
     """
-    from tests import test_drift, test_health, test_limits, test_rate, test_trend
+    from detectors.registry import DECLARED, LIMITS, NODATA
+    from model.plant import load_plant
 
+    table = SensorTable.from_config(load_plant(ROOT / "config" / "plant.yaml"))
     rng = np.random.default_rng(0)
-    m = len(test_limits.TABLE)
+    m = len(table)
     stream = [(int(i % m), 1_764_000_000_000 + 1000 * (i // m), float(v))
               for i, v in enumerate(rng.normal(10.0, 1.0, n_readings))]
     runs: list[Callable[[], object]] = [
-        lambda: test_limits.reference(stream, test_limits.TABLE),
-        lambda: test_rate.reference_rates(stream),
-        lambda: test_trend.reference_etas(stream, test_trend.TABLE, test_trend.DEFAULTS),
-        lambda: test_drift.make_ref().run(stream),
-        *(lambda make_ref=make_ref: make_ref().run(stream)
-          for _, make_ref in test_health.CASES.values()),
+        (lambda make=spec.reference: make(table).run(stream))
+        for spec in (LIMITS, *DECLARED, NODATA) if spec.reference is not None
     ]
     t0 = time.perf_counter()
     for run in runs:

@@ -70,11 +70,16 @@ class _SiteDecoder:
         self.plant_index = plant_index
         self.limits = limits
 
-    def _index(self, topic: str) -> dict[str, int] | Rejection:
+    def decode(self, topic: str, payload: bytes, now_ms: int, live: BatchBuilder,
+               historical: BatchBuilder) -> Decoded:
         site = _site_of(topic)
         if isinstance(site, Rejection):
-            return site
-        return self.sites.get(site, {})
+            return Decoded([site])
+        return Decoded(self._decode_into(payload, self.sites.get(site, {}), now_ms, live))
+
+    def _decode_into(self, payload: bytes, index: dict[str, int], now_ms: int,
+                     live: BatchBuilder) -> list[Rejection]:
+        raise NotImplementedError
 
 
 class LineProtocolDecoder(_SiteDecoder):
@@ -85,13 +90,10 @@ class LineProtocolDecoder(_SiteDecoder):
     def claims(self, topic: str) -> bool:
         return not topic.startswith(SPARKPLUG_PREFIX) and topic.endswith("/lp")
 
-    def decode(self, topic: str, payload: bytes, now_ms: int, live: BatchBuilder,
-               historical: BatchBuilder) -> Decoded:
-        index = self._index(topic)
-        if isinstance(index, Rejection):
-            return Decoded([index])
-        return Decoded(decode_line_protocol_into(payload, index, now_ms, self.limits, live,
-                                                 plant_index=self.plant_index))
+    def _decode_into(self, payload: bytes, index: dict[str, int], now_ms: int,
+                     live: BatchBuilder) -> list[Rejection]:
+        return decode_line_protocol_into(payload, index, now_ms, self.limits, live,
+                                         plant_index=self.plant_index)
 
 
 class GatewayJsonDecoder(_SiteDecoder):
@@ -102,13 +104,10 @@ class GatewayJsonDecoder(_SiteDecoder):
     def claims(self, topic: str) -> bool:
         return not topic.startswith(SPARKPLUG_PREFIX)
 
-    def decode(self, topic: str, payload: bytes, now_ms: int, live: BatchBuilder,
-               historical: BatchBuilder) -> Decoded:
-        index = self._index(topic)
-        if isinstance(index, Rejection):
-            return Decoded([index])
-        return Decoded(decode_gateway_json_into(payload, index, now_ms, self.limits, live,
-                                                plant_index=self.plant_index))
+    def _decode_into(self, payload: bytes, index: dict[str, int], now_ms: int,
+                     live: BatchBuilder) -> list[Rejection]:
+        return decode_gateway_json_into(payload, index, now_ms, self.limits, live,
+                                        plant_index=self.plant_index)
 
 
 class SparkplugDecoder:

@@ -42,7 +42,7 @@ import numpy.typing as npt
 from detectors.base import Detector, State
 from detectors.reference import Reading
 from detectors.registry import DetectorSpec, SuiteParams
-from model.batch import ReadingBatch
+from model.batch import F64, ReadingBatch
 from model.plant import PlantConfig, parse_plant
 from model.sensor_table import SensorTable
 
@@ -69,7 +69,6 @@ __all__ = [
 
 Stream = Sequence[Reading]
 """Readings ``(sensor row, ts ms, value)`` in the order a batch lists them."""
-F64 = npt.NDArray[np.float64]
 
 T0 = 1_764_000_000_000
 """Streams start here: real epoch magnitudes, where ``float(ts)`` loses precision."""

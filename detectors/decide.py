@@ -31,10 +31,10 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
+from model.batch import NO_TS
 
-__all__ = ["CONDITIONS", "NO_TS", "ConditionBank", "Transitions"]
+__all__ = ["CONDITIONS", "ConditionBank", "Transitions"]
 
-NO_TS = np.iinfo(np.int64).min
 _NONE = (np.empty(0, np.intp), np.empty(0, np.intp), np.empty(0, np.bool_))
 
 CONDITIONS = ("ll", "l", "h", "hh", "rate", "trend", "drift", "stuck", "range", "spike",

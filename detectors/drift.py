@@ -93,8 +93,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from detectors.rounds import F64, I64, Index, RoundDetector
-from model.batch import ReadingBatch
+from detectors.rounds import I64, Index, RoundDetector
+from model.batch import F64, ReadingBatch
 from model.sensor_table import SensorTable
 
 __all__ = ["DriftDetector"]

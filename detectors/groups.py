@@ -33,9 +33,9 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
-from detectors.decide import CONDITIONS, NO_TS, Transitions
+from detectors.decide import CONDITIONS, Transitions
 from detectors.mspc import MspcDetector, PcaMonitor
-from model.batch import ReadingBatch
+from model.batch import NO_TS, ReadingBatch
 from model.sensor_table import SensorTable
 
 __all__ = ["GroupModel", "GroupMonitors"]

@@ -35,7 +35,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from detectors.rounds import F64, I64, NO_TS, Index, RoundDetector
+from detectors.rounds import I64, Index, RoundDetector
+from model.batch import F64, NO_TS
 from model.sensor_table import SensorTable
 
 __all__ = [

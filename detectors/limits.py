@@ -34,9 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
-from detectors.decide import NO_TS, ConditionBank, Transitions
+from detectors.decide import ConditionBank, Transitions
 from detectors.rounds import fresh_rounds, in_sensor_order, order_by_sensor_time
-from model.batch import ReadingBatch
+from model.batch import NO_TS, ReadingBatch
 from model.sensor_table import LIMIT_NAMES, SensorTable
 
 __all__ = ["POINTS", "LimitDetector", "order_by_sensor_time"]

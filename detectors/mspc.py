@@ -63,12 +63,11 @@ import numpy.typing as npt
 from scipy import signal, stats
 
 from detectors.base import State
-from model.batch import ReadingBatch
+from model.batch import NO_TS, ReadingBatch
 
 __all__ = ["MspcDetector", "PcaMonitor", "hysteresis_alarm"]
 
 FloatArray = npt.NDArray[np.float64]
-_NO_TS = np.iinfo(np.int64).min
 
 
 def _ewma(z: FloatArray, lam: float, start: FloatArray | None = None) -> FloatArray:
@@ -423,8 +422,8 @@ class MspcDetector:
         p = len(rows)
         self.hold = np.full(p, np.nan)
         self.seen = np.zeros(p, np.bool_)
-        self.last_ts = np.full(p, _NO_TS, np.int64)
-        self.clock = np.full(1, _NO_TS, np.int64)
+        self.last_ts = np.full(p, NO_TS, np.int64)
+        self.clock = np.full(1, NO_TS, np.int64)
         self.ewma = np.zeros(p)
         self.ewma_before = np.zeros(p)
         # The batch rows that moved the detector in the last update, in
@@ -496,7 +495,7 @@ class MspcDetector:
         ts = batch.ts[order]
         # previous reading of the same sensor in this batch (time order within sensor)
         by_col = np.argsort(col, kind="stable")
-        prev = np.full(len(order), _NO_TS, np.int64)
+        prev = np.full(len(order), NO_TS, np.int64)
         same = col[by_col][1:] == col[by_col][:-1]
         prev[by_col[1:][same]] = ts[by_col[:-1][same]]
         fresh = ts > np.maximum(prev, self.last_ts[col])

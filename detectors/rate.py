@@ -79,12 +79,11 @@ import numpy.typing as npt
 
 from detectors.base import State
 from detectors.rounds import order_by_sensor_time
-from model.batch import ReadingBatch
+from model.batch import F64, NO_TS, ReadingBatch
 from model.sensor_table import SensorTable
 
 __all__ = ["RateOfChangeDetector", "RobustHolt", "SensorRound", "Sensors"]
 
-NO_TS = np.iinfo(np.int64).min
 SCALE_READINGS = 30
 """The noise scale is an EW mean over about this many readings, whatever their Δt."""
 SETTLE_READINGS = SCALE_READINGS
@@ -100,7 +99,6 @@ _SCALE_FLOOR = 1e-100
 _LEVEL, _SLOPE, _SCALE, _EXCESS = range(4)
 _FIELDS = ("level", "slope_per_s", "scale", "excess")
 
-F64 = npt.NDArray[np.float64]
 Rows = npt.NDArray[np.intp] | slice
 """Batch rows of a round: an index array, or a slice when they are contiguous."""
 Sensors = npt.NDArray[np.int32] | npt.NDArray[np.intp] | slice

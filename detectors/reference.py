@@ -26,9 +26,9 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
-from detectors.decide import NO_TS
 from detectors.mspc import PcaMonitor
 from detectors.rate import SCALE_READINGS, SETTLE_READINGS
+from model.batch import NO_TS
 from model.sensor_table import LIMIT_NAMES, SensorTable
 
 __all__ = [

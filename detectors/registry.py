@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Literal, TypedDict, get_args
 
 import numpy as np
-import numpy.typing as npt
 
 from detectors.base import Detector
 from detectors.decide import CONDITIONS
@@ -58,6 +57,7 @@ from detectors.reference import (
     TrendRef,
 )
 from detectors.trend import TrendDetector
+from model.batch import F64
 from model.sensor_table import LIMIT_NAMES, SensorTable
 
 __all__ = [
@@ -76,7 +76,6 @@ __all__ = [
 Category = Literal["alarm", "warning", "fault"]
 """What a raised condition is: a process alarm, an early warning, or a sensor fault."""
 
-F64 = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import State
-from model.batch import ReadingBatch
+from model.batch import F64, NO_TS, ReadingBatch
 from model.sensor_table import SensorTable
 
 __all__ = [
-    "NO_TS",
     "Round",
     "RoundDetector",
     "at",
@@ -58,10 +57,8 @@ def order_by_sensor_time(
     return order.astype(np.intp), bounds
 
 
-NO_TS = np.iinfo(np.int64).min
 """``last_ts`` of a sensor never heard from."""
 
-F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Index = slice | npt.NDArray[np.intp]
 """Rows of a batch or sensors of a table: a slice when contiguous, else an index array."""

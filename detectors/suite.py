@@ -79,7 +79,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import Detector, State
-from detectors.decide import CONDITIONS, NO_TS, ConditionBank, Transitions
+from detectors.decide import CONDITIONS, ConditionBank, Transitions
 from detectors.drift import DriftDetector
 from detectors.groups import GroupModel, GroupMonitors
 from detectors.health import NoDataDetector
@@ -87,7 +87,7 @@ from detectors.limits import POINTS, LimitDetector
 from detectors.registry import DECLARED, LIMITS, NODATA, DetectorSpec, SuiteParams
 from detectors.rounds import at, fresh_rounds, in_sensor_order
 from detectors.trend import TrendDetector
-from model.batch import ReadingBatch
+from model.batch import NO_TS, ReadingBatch
 from model.sensor_table import SensorTable
 
 __all__ = ["SCORED", "DetectorSuite"]
@@ -252,10 +252,10 @@ class DetectorSuite:
         self.set_state(state)
 
     # -- readings ----------------------------------------------------------
-    def update(
-        self, batch: ReadingBatch, received_ms: int | None = None
-    ) -> dict[str, npt.NDArray[np.float64]]:
-        """Run every detector over ``batch`` and decide; return each detector's scores."""
+    def update(self, batch: ReadingBatch, received_ms: int | None = None) -> Transitions:
+        """Run every detector over ``batch`` and decide; return the condition points that
+        changed (also kept in :attr:`transitions`, with the MSPC contributions in
+        ``self.groups.last_contributions``)."""
         scores = {"limits": self.limits.update(batch)}
         for name, det in self.scored.items():
             scores[name] = det.update(batch)
@@ -311,7 +311,7 @@ class DetectorSuite:
         if len(self.groups):
             parts.append(self.groups.update(batch))
         self.transitions = Transitions.concat(parts)
-        return scores
+        return self.transitions
 
     # -- the clock ---------------------------------------------------------
     def tick(self, now_ms: int) -> Transitions:

@@ -84,18 +84,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import numpy.typing as npt
 
 from detectors.base import State
 from detectors.rate import RobustHolt, Sensors
-from model.batch import ReadingBatch
+from model.batch import F64, ReadingBatch
 from model.sensor_table import SensorTable
 
 __all__ = ["TrendDetector"]
 
 _SIGMA_PER_MEAN_ABS = math.sqrt(math.pi / 2.0)  # σ / E|x| for Gaussian noise
 
-F64 = npt.NDArray[np.float64]
 
 
 class TrendDetector:

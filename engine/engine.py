@@ -239,8 +239,9 @@ class Engine:
             records: list[Record] = []
             if self._suppression:
                 records += self._suppression.records(batch, self.alarms.manager.rule_active)
-            self.detector.update(self._for_detection(batch), received_ms=received_ms)
-            records += condition_records(self.table, self.detector.transitions, now_ms,
+            transitions = self.detector.update(self._for_detection(batch),
+                                               received_ms=received_ms)
+            records += condition_records(self.table, transitions, now_ms,
                                          self.detector.groups.last_contributions)
         except Exception as exc:
             # A bug of ours that these readings found. They are still stored and
@@ -292,8 +293,7 @@ class Engine:
         limits = self._period_limits.changed(self.alarms.periods_in_force(now_ms))
         if limits is not None:
             self.detector.set_limits(limits)
-        self.detector.tick(now_ms)
-        transitions = self.detector.transitions
+        transitions = self.detector.tick(now_ms)
         records: list[Record] = [*condition_records(self.table, transitions, now_ms),
                                  tick_record(now_ms)]
         self._commit(step, records, now_ms, detector_moved=len(transitions) > 0)

@@ -9,6 +9,9 @@ reading that caused it. ``limit`` names the condition:
 * ``trend`` — a predicted limit crossing within the horizon (超前预警), and
   ``drift`` — a slow shift away from the baseline, category ``warning``;
 * ``stuck``, ``range``, ``spike``, ``nodata`` — sensor faults, category ``fault``.
+
+Each condition's category is declared with its detector
+(``detectors.registry.CATEGORY_OF``).
 """
 
 from __future__ import annotations
@@ -16,15 +19,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["CATEGORY_OF", "AlarmAction", "AlarmEvent", "alarm_id"]
+__all__ = ["AlarmAction", "AlarmEvent", "alarm_id"]
 
 AlarmAction = Literal["raise", "clear"]
-
-CATEGORY_OF: dict[str, str] = {
-    "ll": "alarm", "l": "alarm", "h": "alarm", "hh": "alarm", "rate": "alarm",
-    "trend": "warning", "drift": "warning", "mspc": "warning",
-    "stuck": "fault", "range": "fault", "spike": "fault", "nodata": "fault",
-}
 
 
 def alarm_id(sensor: str, limit: str) -> str:

@@ -12,6 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "F64",
+    "NO_TS",
     "QUALITY_BAD",
     "QUALITY_GOOD",
     "QUALITY_STALE",
@@ -19,6 +21,11 @@ __all__ = [
     "BatchBuilder",
     "ReadingBatch",
 ]
+
+F64 = npt.NDArray[np.float64]
+"""A float64 array: a column of values, or per-sensor state."""
+NO_TS = np.iinfo(np.int64).min
+"""The timestamp of nothing yet (a sensor never heard from, a delay not started)."""
 
 QUALITY_GOOD = 0
 QUALITY_UNCERTAIN = 1

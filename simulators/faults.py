@@ -28,7 +28,8 @@ hide a leak.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
+
+from model.batch import F64
 
 __all__ = [
     "FAULT_WINDOW_S",
@@ -39,7 +40,6 @@ __all__ = [
     "spike_probability",
 ]
 
-F64 = npt.NDArray[np.float64]
 
 FAULT_WINDOW_S = float("inf")
 """End of a fault that lasts until the scenario ends (no ``duration_s``)."""

@@ -33,8 +33,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import numpy.typing as npt
 
+from model.batch import F64
 from simulators.leak import DETECTOR_T90_S
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "vessel_pressure",
 ]
 
-F64 = npt.NDArray[np.float64]
 ArrayLike = float | F64
 
 TAU_S = DETECTOR_T90_S / math.log(10.0)

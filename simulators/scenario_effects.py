@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from model.batch import F64
 from model.plant import PlantConfig, SensorConfig, SensorPlace
 from simulators import faults as flt
 from simulators import process as proc
@@ -47,7 +48,6 @@ __all__ = [
     "first_level",
 ]
 
-F64 = npt.NDArray[np.float64]
 Rows = npt.NDArray[np.intp]
 Bools = npt.NDArray[np.bool_]
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from model.batch import F64
 from model.plant import PlantConfig
 from simulators.plant import PlantSimulator
 from simulators.scenario_effects import (
@@ -40,7 +41,6 @@ from simulators.scenario_schema import (
 
 __all__ = ["IncidentTruth", "PlantIndex", "ScenarioPlant", "first_level"]
 
-F64 = npt.NDArray[np.float64]
 Rows = npt.NDArray[np.intp]
 Bools = npt.NDArray[np.bool_]
 

@@ -23,6 +23,7 @@ import yaml
 
 from alarms.config import AlarmConfig, parse_alarm_config
 from alarms.journal import AlarmJournal, MemoryJournal
+from alarms.records import Record, to_json
 from alarms.system import AlarmSystem
 from detectors.suite import DetectorSuite
 from engine.engine import Engine
@@ -64,9 +65,9 @@ def alarm_config() -> AlarmConfig:
     return parse_alarm_config(data, PLANT, "test alarm config")
 
 
-def as_journaled(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def as_journaled(records: list[Record]) -> list[dict[str, Any]]:
     """Records as the journal file holds them (JSON: NaN becomes null)."""
-    return [orjson.loads(orjson.dumps(r)) for r in records]
+    return [orjson.loads(orjson.dumps(to_json(r))) for r in records]
 
 
 def backtest_journal(config: AlarmConfig) -> list[dict[str, Any]]:
@@ -134,7 +135,7 @@ async def live_journal(config: AlarmConfig, tmp_path: Path
             await writing
         await store.close()
         spool.close()
-    return journal.load_records(), alarms
+    return as_journaled(journal.load_records()), alarms
 
 
 async def test_backtest_and_live_pipeline_write_the_identical_journal(tmp_path: Path) -> None:

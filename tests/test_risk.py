@@ -19,7 +19,7 @@ from alarms.risk import (
     grade_areas,
     max_colour,
 )
-from model.alarm_events import CATEGORY_OF
+from detectors.registry import CATEGORY_OF
 from model.plant import Priority, RiskColour, SensorKind
 
 CATEGORY: dict[str, Category] = {
@@ -52,7 +52,7 @@ def grade(*points: ActivePoint) -> dict[str, AreaRisk]:
     return grade_areas(INHERENT, points, DEFAULT_RISK_RULES)
 
 
-def test_point_categories_agree_with_alarm_events() -> None:
+def test_point_categories_agree_with_the_detector_declarations() -> None:
     assert CATEGORY == CATEGORY_OF
 
 
