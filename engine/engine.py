@@ -1,8 +1,9 @@
-"""The engine: messages in, readings to store and alarm outcomes out. No I/O, no clock.
+"""The engine: messages in, readings to store and alarm outcomes out. No I/O; time comes in.
 
 One engine serves every runner: the live pipeline (:mod:`ingest.pipeline`),
 the backtest (:mod:`offline.backtest`), the replay and any future worker.
-Each drives it with the same four calls, passing the time in:
+Each drives it with the same four calls, passing the time in (the engine reads
+no clock for anything it decides; only its log throttle looks at one):
 
 * :meth:`Engine.ingest` decodes messages into the pending batch (the
   decoder for each topic comes from :mod:`decoders.registry`); refusals come
