@@ -112,10 +112,8 @@ class ConditionBank:
 
     The arrays are kept point-major, (k, m), so that every operation of a
     step runs along the sensors. Sensor-major (m, k) arrays made NumPy loop
-    over k = 4 or 6 elements at a time: at 10,000 sensors and six points the
-    sign flip took 84 µs and the "any point beyond" test 293 µs, against 15
-    and 17 µs point-major (timed on their own; the whole suite's gain is in
-    ``benchmarks/detector_throughput.py``). The public
+    over k = 4 or 6 elements at a time, several times slower per step
+    (docs/benchmarks.md, "Design measurements"; docs/decisions/0003). The public
     :attr:`active` and :attr:`since` are (m, k) views, and the state is saved
     as (m, k) as before.
     """

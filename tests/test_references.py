@@ -1,7 +1,7 @@
 """Every file the project's code, tests and docs name exists in the project.
 
-Code and tests once cited docs/ARCHITECTURE.md, DOMAIN.md and STYLE.md, which a
-clone of the project did not have. This walks every tracked source, doc and
+Code and tests once cited architecture, domain and style documents that a clone
+of the project did not have. This walks every tracked source, doc and
 config file for names of ``.md`` and ``.py`` files and checks each one is there
 (relative to the repository, or to the citing file's folder for Markdown links).
 """
