@@ -11,7 +11,6 @@ here and one entry in :func:`plant_decoders`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from decoders.json_gateway import DecodeLimits, Rejection, decode_gateway_json_into
@@ -19,22 +18,41 @@ from decoders.lp_gateway import decode_line_protocol_into
 from decoders.sparkplug_host import HostMessage, HostOutput, HostRejection, SparkplugHost
 from model.batch import BatchBuilder
 
-__all__ = ["Decoded", "Decoder", "GatewayJsonDecoder", "LineProtocolDecoder",
-           "SparkplugDecoder", "decode_message", "plant_decoders"]
+__all__ = [
+    "NOTHING",
+    "NO_FORMAT",
+    "Decoded",
+    "Decoder",
+    "GatewayJsonDecoder",
+    "LineProtocolDecoder",
+    "SparkplugDecoder",
+    "decode_message",
+    "plant_decoders",
+    "refused",
+]
 
 SPARKPLUG_PREFIX = "spBv1.0/"
+NO_FORMAT = Rejection("bad_topic", "no payload format reads this topic "
+                      "(plant/<site>/<gateway>, plant/<site>/lp or spBv1.0/...)")
 
 
-@dataclass(slots=True)
-class Decoded:
-    """What one message decoded to, besides the readings appended to the batches."""
+Decoded = tuple[Sequence[Rejection], Sequence[HostRejection], Sequence[HostMessage]]
+"""What one message decoded to, besides the readings appended to the batches:
+``(rejections, released, publish)``:
 
-    rejections: list[Rejection] = field(default_factory=list)
-    """This message's own refusals (the message whole, or single readings)."""
-    released: list[HostRejection] = field(default_factory=list)
-    """Refusals of earlier messages a decoder held and judged only now (Sparkplug)."""
-    publish: list[HostMessage] = field(default_factory=list)
-    """Messages the decoder wants sent back to the gateways (rebirth requests)."""
+* this message's own refusals (the message whole, or single readings);
+* refusals of earlier messages a decoder held and judged only now (Sparkplug);
+* messages the decoder wants sent back to the gateways (rebirth requests).
+
+A plain tuple because one is made per message and most have nothing to say
+beyond their readings (a NamedTuple cost 0.45 µs more per message)."""
+
+NOTHING: Decoded = ((), (), ())
+
+
+def refused(*rejections: Rejection) -> Decoded:
+    """A message refused whole (or with these refusals only)."""
+    return rejections, (), ()
 
 
 class Decoder(Protocol):
@@ -50,12 +68,9 @@ class Decoder(Protocol):
         """Append the message's readings (backfill to ``historical``: stored, never detected)."""
 
 
-def _site_of(topic: str) -> str | Rejection:
-    levels = topic.split("/")
-    if len(levels) < 3 or not levels[1]:
-        return Rejection("bad_topic", "expected plant/<site>/<gateway> (or plant/<site>/lp): "
-                         "the topic names the site its readings belong to")
-    return levels[1]
+_NO_SITE = Rejection("bad_topic", "expected plant/<site>/<gateway> (or plant/<site>/lp): "
+                     "the topic names the site its readings belong to")
+_NO_SENSORS: dict[str, int] = {}
 
 
 class _SiteDecoder:
@@ -72,13 +87,17 @@ class _SiteDecoder:
 
     def decode(self, topic: str, payload: bytes, now_ms: int, live: BatchBuilder,
                historical: BatchBuilder) -> Decoded:
-        site = _site_of(topic)
-        if isinstance(site, Rejection):
-            return Decoded([site])
-        return Decoded(self._decode_into(payload, self.sites.get(site, {}), now_ms, live))
+        levels = topic.split("/")
+        if len(levels) < 3 or not levels[1]:
+            return refused(_NO_SITE)
+        index = self.sites.get(levels[1], _NO_SENSORS)
+        return self.decode_into(payload, index, now_ms, self.limits, live,
+                                plant_index=self.plant_index), (), ()
 
-    def _decode_into(self, payload: bytes, index: dict[str, int], now_ms: int,
-                     live: BatchBuilder) -> list[Rejection]:
+    @staticmethod
+    def decode_into(payload: bytes, sensor_index: dict[str, int], now_ms: int,
+                    limits: DecodeLimits, out: BatchBuilder, *,
+                    plant_index: Mapping[str, int] | None = None) -> list[Rejection]:
         raise NotImplementedError
 
 
@@ -90,10 +109,7 @@ class LineProtocolDecoder(_SiteDecoder):
     def claims(self, topic: str) -> bool:
         return not topic.startswith(SPARKPLUG_PREFIX) and topic.endswith("/lp")
 
-    def _decode_into(self, payload: bytes, index: dict[str, int], now_ms: int,
-                     live: BatchBuilder) -> list[Rejection]:
-        return decode_line_protocol_into(payload, index, now_ms, self.limits, live,
-                                         plant_index=self.plant_index)
+    decode_into = staticmethod(decode_line_protocol_into)
 
 
 class GatewayJsonDecoder(_SiteDecoder):
@@ -104,10 +120,11 @@ class GatewayJsonDecoder(_SiteDecoder):
     def claims(self, topic: str) -> bool:
         return not topic.startswith(SPARKPLUG_PREFIX)
 
-    def _decode_into(self, payload: bytes, index: dict[str, int], now_ms: int,
-                     live: BatchBuilder) -> list[Rejection]:
-        return decode_gateway_json_into(payload, index, now_ms, self.limits, live,
-                                        plant_index=self.plant_index)
+    decode_into = staticmethod(decode_gateway_json_into)
+
+
+_SPARKPLUG_OFF = Rejection("sparkplug_disabled", "Sparkplug B ingest is switched off "
+                           "(settings sparkplug.enabled)")
 
 
 class SparkplugDecoder:
@@ -124,18 +141,17 @@ class SparkplugDecoder:
     def decode(self, topic: str, payload: bytes, now_ms: int, live: BatchBuilder,
                historical: BatchBuilder) -> Decoded:
         if self.host is None:
-            return Decoded([Rejection("sparkplug_disabled", "Sparkplug B ingest is switched "
-                                      "off (settings sparkplug.enabled)")])
+            return refused(_SPARKPLUG_OFF)
         return split_host_output(self.host.handle(topic, payload, now_ms), topic, payload,
                                  live, historical)
 
     def tick(self, now_ms: int, live: BatchBuilder, historical: BatchBuilder) -> Decoded:
         """Release messages held past their reorder timeout (a sequence gap)."""
         if self.host is None:
-            return Decoded()
+            return NOTHING
         out = self.host.tick(now_ms)
         out.append_to(live, historical)
-        return Decoded(released=list(out.rejections), publish=list(out.publish))
+        return (), out.rejections, out.publish
 
 
 def split_host_output(result: HostOutput, topic: str, payload: bytes, live: BatchBuilder,
@@ -145,7 +161,7 @@ def split_host_output(result: HostOutput, topic: str, payload: bytes, live: Batc
     own = [r.rejection for r in result.rejections if r.topic == topic and r.payload is payload]
     released = [r for r in result.rejections
                 if not (r.topic == topic and r.payload is payload)]
-    return Decoded(own, released, list(result.publish))
+    return own, released, result.publish
 
 
 def plant_decoders(sites: Mapping[str, dict[str, int]], plant_index: Mapping[str, int],
@@ -165,5 +181,4 @@ def decode_message(decoders: Sequence[Decoder], topic: str, payload: bytes, now_
     for decoder in decoders:
         if decoder.claims(topic):
             return decoder.decode(topic, payload, now_ms, live, historical)
-    return Decoded([Rejection("bad_topic", "no payload format reads this topic "
-                              "(plant/<site>/<gateway>, plant/<site>/lp or spBv1.0/...)")])
+    return refused(NO_FORMAT)

@@ -41,11 +41,13 @@ from alarms.suppression import SuppressionWatch
 from alarms.system import AlarmSystem, Outcome
 from decoders.json_gateway import DecodeLimits, Rejection
 from decoders.registry import (
+    NO_FORMAT,
+    NOTHING,
     Decoded,
     Decoder,
     SparkplugDecoder,
-    decode_message,
     plant_decoders,
+    refused,
 )
 from decoders.sparkplug_host import HostRejection, SparkplugHost
 from detectors.suite import DetectorSuite
@@ -65,6 +67,9 @@ range. Any finite value is stored as sent, but 1.8e308 on a 0–100 %LEL head ov
 the drift statistics to inf (a detector that no longer detects); clipped, it is still
 far out of range (a fault, an alarm), and no square of it overflows."""
 _INTERNAL_ERROR_LOG_EVERY_S = 10.0
+MAX_ROUTES_CACHED = 4_096
+"""Topics whose decoder is remembered; the cache starts again when full, so junk on
+ever-new topics costs a little time, never memory."""
 _DEFAULT_LIMITS = DecodeLimits()
 
 
@@ -110,6 +115,7 @@ class Engine:
         span = np.maximum(table.range_hi - table.range_lo, 1.0)
         self._detect_lo = table.range_lo - DETECTION_SPANS * span
         self._detect_hi = table.range_hi + DETECTION_SPANS * span
+        self._routes: dict[str, Decoder] = {}
         self.internal_errors = 0
         self._internal_logged_at = -_INTERNAL_ERROR_LOG_EVERY_S
 
@@ -172,41 +178,50 @@ class Engine:
         """Decode ``messages`` into the pending batch; their refusals as dead letters."""
         step = Step()
         live, historical = self._live, self._historical
+        live_rows, historical_rows = live.sensor, historical.sensor
         for msg in messages:
-            mark = len(live), len(historical)
+            mark = len(live_rows), len(historical_rows)
             try:
-                decoded = self._decode(msg, now_ms)
+                rejections, released, publish = self._decode(msg, now_ms)
             except Exception as exc:
                 # A bug of ours that this input found. The message's readings
                 # are taken back (they may be half appended); dead-lettered and
                 # acknowledged with the rest, redelivered it would fail the same way.
                 live.truncate(mark[0])
                 historical.truncate(mark[1])
-                decoded = Decoded([self._internal_error(msg.topic, exc)])
+                rejections, released, publish = refused(self._internal_error(msg.topic, exc))
                 step.internal_errors += 1
-            if decoded.rejections:
-                step.dead_letters += _letters(msg, decoded.rejections)
-                step.refused.update((r.reason, r.index is not None)
-                                    for r in decoded.rejections)
-            step.dead_letters += _released(decoded.released, now_ms)
-            step.refused.update((r.reason, r.rejection.index is not None)
-                                for r in decoded.released)
-            step.publish += decoded.publish
+            if rejections:
+                step.dead_letters += _letters(msg, rejections)
+                for r in rejections:
+                    key = r.reason, r.index is not None
+                    step.refused[key] = step.refused.get(key, 0) + 1
+            if released:
+                _release(step, released, now_ms)
+            if publish:
+                step.publish += publish
         return step
 
     def _decode(self, msg: Inbound, now_ms: int) -> Decoded:
         topic, limits = msg.topic, self.limits
         if len(topic) > limits.max_topic_chars or topic.count("/") >= limits.max_topic_levels:
-            return Decoded([Rejection(
+            return refused(Rejection(
                 "bad_topic", f"topic of {len(topic)} characters and {topic.count('/') + 1} "
                 f"levels; the limits are {limits.max_topic_chars} and "
-                f"{limits.max_topic_levels}")])
+                f"{limits.max_topic_levels}"))
         if self.accepts is not None and not self.accepts(topic):
             # Some brokers (amqtt) hand new clients retained messages of topics
             # they never subscribed to; they are not ours to judge.
-            return Decoded()
-        return decode_message(self.decoders, topic, msg.payload, now_ms, self._live,
-                              self._historical)
+            return NOTHING
+        decoder = self._routes.get(topic)
+        if decoder is None:
+            decoder = next((d for d in self.decoders if d.claims(topic)), None)
+            if decoder is None:
+                return refused(NO_FORMAT)
+            if len(self._routes) >= MAX_ROUTES_CACHED:
+                self._routes.clear()
+            self._routes[topic] = decoder
+        return decoder.decode(topic, msg.payload, now_ms, self._live, self._historical)
 
     def _internal_error(self, topic: str, exc: Exception) -> Rejection:
         self.internal_errors += 1
@@ -250,7 +265,7 @@ class Engine:
             records = []
             step.internal_errors += 1
             step.dead_letters.append(self._batch_failed(batch, topics, exc))
-            step.refused[("internal_error", False)] += 1
+            step.refused["internal_error", False] = 1
         self._commit(step, records, now_ms, detector_moved=True)
         return step
 
@@ -281,16 +296,14 @@ class Engine:
         step = Step()
         for sparkplug in self._sparkplug:
             try:
-                held = sparkplug.tick(now_ms, self._live, self._historical)
+                _, released, publish = sparkplug.tick(now_ms, self._live, self._historical)
             except Exception as exc:  # held input found a bug: say so, keep running
                 log.error("the Sparkplug host's tick raised %s", type(exc).__name__,
                           exc_info=exc)
                 step.internal_errors += 1
                 continue
-            step.publish += held.publish
-            step.dead_letters += _released(held.released, now_ms)
-            step.refused.update((r.reason, r.rejection.index is not None)
-                                for r in held.released)
+            step.publish += publish
+            _release(step, released, now_ms)
         limits = self._period_limits.changed(self.alarms.periods_in_force(now_ms))
         if limits is not None:
             self.detector.set_limits(limits)
@@ -323,7 +336,7 @@ class Engine:
         step.state_moved = detector_moved or self.alarms.journal.size() != size
 
 
-def _letters(msg: Inbound, rejections: list[Rejection]) -> list[DeadLetter]:
+def _letters(msg: Inbound, rejections: Sequence[Rejection]) -> list[DeadLetter]:
     """One letter per rejection up to ``MAX_DEAD_LETTERS_PER_MESSAGE``; past that one
     summary with the count per reason."""
     out = [DeadLetter(msg.topic, r.reason, r.index is not None,
@@ -342,6 +355,11 @@ def _letters(msg: Inbound, rejections: list[Rejection]) -> list[DeadLetter]:
     return out
 
 
-def _released(rejections: list[HostRejection], now_ms: int) -> list[DeadLetter]:
-    return [DeadLetter(r.topic, r.reason, r.rejection.index is not None,
-                       partial(r.to_dead_letter, now_ms)) for r in rejections]
+def _release(step: Step, rejections: Sequence[HostRejection], now_ms: int) -> None:
+    """Letters and counts for refusals a decoder judged only now (held messages)."""
+    for r in rejections:
+        per_reading = r.rejection.index is not None
+        step.dead_letters.append(DeadLetter(r.topic, r.reason, per_reading,
+                                            partial(r.to_dead_letter, now_ms)))
+        key = r.reason, per_reading
+        step.refused[key] = step.refused.get(key, 0) + 1

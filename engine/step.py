@@ -11,7 +11,6 @@ run ahead of its journal; ``records`` says what was kept.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,9 @@ from decoders.sparkplug_host import HostMessage
 from model.batch import ReadingBatch
 
 __all__ = ["DeadLetter", "Step"]
+
+_NO_READINGS = ReadingBatch.empty()
+"""Shared by every step without readings (a batch's arrays are never written to)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +43,14 @@ class DeadLetter:
 class Step:
     """One step's results. Empty when nothing happened."""
 
-    readings: ReadingBatch = field(default_factory=ReadingBatch.empty)
+    readings: ReadingBatch = _NO_READINGS
     """To store: the live readings (as received, unclipped) and any backfill."""
     outcome: Outcome = field(default_factory=Outcome)
     """Alarm changes, condition events, hazards and risk colours, to announce."""
     records: list[Record] = field(default_factory=list)
     """The alarm records journaled in this step."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    refused: Counter[tuple[str, bool]] = field(default_factory=Counter)
+    refused: dict[tuple[str, bool], int] = field(default_factory=dict)
     """Every refusal by (reason, per reading), letters or not (a message's letters stop
     at ``MAX_DEAD_LETTERS_PER_MESSAGE``; the counts do not)."""
     publish: list[HostMessage] = field(default_factory=list)
@@ -57,19 +59,3 @@ class Step:
     """Detector or alarm state changed: checkpoint before acknowledging."""
     internal_errors: int = 0
     """Inputs that met a bug of ours (each also has an ``internal_error`` dead letter)."""
-
-    def merge(self, other: Step) -> None:
-        """Fold a later step into this one (used to combine ingest and flush)."""
-        if len(other.readings):
-            self.readings = (ReadingBatch.concat([self.readings, other.readings])
-                             if len(self.readings) else other.readings)
-        self.outcome.changes += other.outcome.changes
-        self.outcome.events += other.outcome.events
-        self.outcome.hazards += other.outcome.hazards
-        self.outcome.risk += other.outcome.risk
-        self.records += other.records
-        self.dead_letters += other.dead_letters
-        self.refused.update(other.refused)
-        self.publish += other.publish
-        self.state_moved = self.state_moved or other.state_moved
-        self.internal_errors += other.internal_errors

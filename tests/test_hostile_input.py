@@ -170,7 +170,8 @@ async def test_a_message_that_fails_handling_is_dead_lettered_and_acked(
             raise ZeroDivisionError("a bug found by this input")
         return real(payload, index, now_ms, limits, out, **kw)
 
-    monkeypatch.setattr(decoders.registry, "decode_gateway_json_into", buggy)
+    monkeypatch.setattr(decoders.registry.GatewayJsonDecoder, "decode_into",
+                        staticmethod(buggy))
     rig = Rig(tmp_path)
     async with rig.running():
         bad = rig.source.feed("plant/s1/gw", b'{"poison": 1}')
