@@ -11,12 +11,12 @@ the service builds its channels (:meth:`plantwatch.service.Service`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, TypeVar
 
 from alarms.system import Outcome
 
-__all__ = ["Notifications", "Notifier"]
+__all__ = ["Notifications", "Notifier", "each"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,20 @@ class Notifier(Protocol):
     def notify(self, outcome: Outcome) -> None:
         """Announce what ``outcome`` changed. May raise: :class:`Notifications`
         isolates channels from each other and from the pipeline."""
+
+
+T = TypeVar("T")
+
+
+def each(channel: str, items: Iterable[T], announce: Callable[[T], None]) -> None:
+    """Announce every item, each on its own: one that fails is logged and the rest
+    still go (a later fire-control notice of the same commit must not be lost
+    because an earlier change could not be announced)."""
+    for item in items:
+        try:
+            announce(item)
+        except Exception:  # a notifier bug must never stop the pipeline
+            log.exception("the %s channel failed to announce %r", channel, item)
 
 
 class Notifications:

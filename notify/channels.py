@@ -21,7 +21,10 @@ from collections.abc import Callable, Mapping
 import orjson
 
 from alarms.config import FireControl
+from alarms.lifecycle import AlarmChange
+from alarms.risk import AreaRisk
 from alarms.system import Outcome
+from notify.base import each
 from notify.hub import EventHub
 from notify.messages import (
     alarm_event_data,
@@ -57,16 +60,18 @@ class SseChannel(_Sites):
         self.hub = hub
 
     def notify(self, outcome: Outcome) -> None:
-        for change in outcome.changes:
-            if change.point is None:
-                data = system_data(change)
-                self.hub.publish("flood" if data["type"] == "flood" else "system", data)
-            else:
-                self.hub.publish("alarm", alarm_event_data(change))
-        for area in outcome.risk:
-            self.hub.publish("risk", risk_data(area, self.site(area.area)))
-        for hazard in outcome.hazards:
-            self.hub.publish("hazard", hazard_data(hazard))
+        each(self.name, outcome.changes, self._change)
+        each(self.name, outcome.risk,
+             lambda area: self.hub.publish("risk", risk_data(area, self.site(area.area))))
+        each(self.name, outcome.hazards,
+             lambda hazard: self.hub.publish("hazard", hazard_data(hazard)))
+
+    def _change(self, change: AlarmChange) -> None:
+        if change.point is None:
+            data = system_data(change)
+            self.hub.publish("flood" if data["type"] == "flood" else "system", data)
+        else:
+            self.hub.publish("alarm", alarm_event_data(change))
 
 
 class MqttStateChannel(_Sites):
@@ -79,13 +84,14 @@ class MqttStateChannel(_Sites):
         self.publish = publish
 
     def notify(self, outcome: Outcome) -> None:
-        for change in outcome.changes:
-            if change.point is not None:
-                self.publish(alarm_topic(change.point), orjson.dumps(change.point), 1, True)
-        for area in outcome.risk:
-            site = self.site(area.area)
-            self.publish(f"plantwatch/risk/{site}/{area.area}",
-                         orjson.dumps(risk_data(area, site)), 1, True)
+        each(self.name, [c.point for c in outcome.changes if c.point is not None],
+             lambda point: self.publish(alarm_topic(point), orjson.dumps(point), 1, True))
+        each(self.name, outcome.risk, self._risk)
+
+    def _risk(self, area: AreaRisk) -> None:
+        site = self.site(area.area)
+        self.publish(f"plantwatch/risk/{site}/{area.area}",
+                     orjson.dumps(risk_data(area, site)), 1, True)
 
 
 class FireControlChannel:
@@ -98,11 +104,13 @@ class FireControlChannel:
         self.fire_control = fire_control
 
     def notify(self, outcome: Outcome) -> None:
-        for change in outcome.changes:
-            fire = fire_event(change, self.fire_control)
-            if fire is not None:
-                topic = self.fire_control.mqtt_topic.format(site=fire["site"])
-                self.publish(topic, orjson.dumps(fire), 1, False)
+        each(self.name, outcome.changes, self._change)
+
+    def _change(self, change: AlarmChange) -> None:
+        fire = fire_event(change, self.fire_control)
+        if fire is not None:
+            topic = self.fire_control.mqtt_topic.format(site=fire["site"])
+            self.publish(topic, orjson.dumps(fire), 1, False)
 
 
 class WebhookChannel(_Sites):
@@ -117,16 +125,18 @@ class WebhookChannel(_Sites):
         self.fire_control = fire_control
 
     def notify(self, outcome: Outcome) -> None:
-        for change in outcome.changes:
-            if change.point is None:
-                self.webhooks.notify(system_data(change))
-                continue
-            if change.annunciate:
-                self.webhooks.notify(alarm_event_data(change))
-            fire = fire_event(change, self.fire_control)
-            if fire is not None:
-                self.webhooks.notify(fire)  # only targets flagged fire_control accept it
-        for area in outcome.risk:
-            self.webhooks.notify(risk_data(area, self.site(area.area)))
-        for hazard in outcome.hazards:
-            self.webhooks.notify(hazard_data(hazard))
+        each(self.name, outcome.changes, self._change)
+        each(self.name, outcome.risk,
+             lambda area: self.webhooks.notify(risk_data(area, self.site(area.area))))
+        each(self.name, outcome.hazards,
+             lambda hazard: self.webhooks.notify(hazard_data(hazard)))
+
+    def _change(self, change: AlarmChange) -> None:
+        if change.point is None:
+            self.webhooks.notify(system_data(change))
+            return
+        if change.annunciate:
+            self.webhooks.notify(alarm_event_data(change))
+        fire = fire_event(change, self.fire_control)
+        if fire is not None:
+            self.webhooks.notify(fire)  # only targets flagged fire_control accept it

@@ -47,7 +47,7 @@ from engine.step import Step
 from model.plant import PlantConfig
 from model.sensor_table import SensorTable
 
-__all__ = ["BacktestReport", "IncidentResult", "IncidentTruthLike", "RaisedAlarm",
+__all__ = ["BacktestError", "BacktestReport", "IncidentResult", "IncidentTruthLike", "RaisedAlarm",
            "backtest_host", "run_backtest"]
 
 _SETTLE_S = 1800.0
@@ -178,6 +178,7 @@ def run_backtest(
     last_publish = start_ms
 
     def record(step: Step) -> None:
+        _check(step)
         for e in step.outcome.events:
             events.append(RaisedAlarm((e.ts - start_ms) / 1000, e.alarm_id, e.action,
                                       e.category))
@@ -196,6 +197,7 @@ def run_backtest(
             flush(next_flush)
             next_flush += flush_ms
         step = engine.ingest([_Message(topic, payload, publish_ms)], publish_ms)
+        _check(step)
         rejected += sum(step.refused.values())
         last_publish = publish_ms
         if on_progress is not None and i % 500 == 0:
@@ -220,6 +222,19 @@ def run_backtest(
         false_events=false_events,
         mspc_groups=[g.id for g in groups],
     )
+
+
+class BacktestError(RuntimeError):
+    """The engine met a bug of ours during a backtest. Live, it dead-letters the input
+    and carries on; a backtest stops, because its scores would be wrong."""
+
+
+def _check(step: Step) -> None:
+    if step.internal_errors:
+        details = "; ".join(str(letter.letter().get("detail")) for letter in step.dead_letters
+                            if letter.reason == "internal_error")
+        raise BacktestError(f"the engine met {step.internal_errors} internal error(s): "
+                            f"{details or 'see the log'}")
 
 
 def _score(truths: Sequence[IncidentTruthLike], events: list[RaisedAlarm],

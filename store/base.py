@@ -12,8 +12,9 @@ from typing import Protocol
 
 from model.alarm_events import AlarmEvent
 from model.batch import ReadingBatch
+from store.errors import StoreRejected
 
-__all__ = ["ReadingStore", "SeriesPoint"]
+__all__ = ["ReadingStore", "SeriesPoint", "rows_outside_table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +69,13 @@ class ReadingStore(Protocol):
         ...
 
     async def ping(self) -> bool: ...
+
+
+def rows_outside_table(batch: ReadingBatch, rows: int, store: str) -> None:
+    """Refuse a batch naming sensor rows the table does not have (a spool written
+    under another plant config, say): :class:`StoreRejected`, so the writer
+    dead-letters it instead of retrying for ever or stopping."""
+    if len(batch) and (int(batch.sensor.min()) < 0 or int(batch.sensor.max()) >= rows):
+        raise StoreRejected(
+            f"sensor rows {int(batch.sensor.min())}..{int(batch.sensor.max())} are outside "
+            f"the sensor table of {rows} rows; the batch was not stored", store)

@@ -32,7 +32,7 @@ import numpy as np
 from model.alarm_events import AlarmEvent
 from model.batch import ReadingBatch
 from model.sensor_table import SensorTable
-from store.base import SeriesPoint
+from store.base import SeriesPoint, rows_outside_table
 from store.errors import StoreRejected, StoreUnavailable
 from store.line_protocol import (
     ALARM_EVENTS_MEASUREMENT,
@@ -282,6 +282,7 @@ class InfluxStore:
         n = len(batch)
         if n == 0:
             return
+        rows_outside_table(batch, len(self._prefixes), STORE_NAME)
         non_finite = n - int(np.count_nonzero(np.isfinite(batch.value)))
         if non_finite:
             # Validation upstream rejects these; one that slips through is left

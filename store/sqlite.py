@@ -19,7 +19,7 @@ import numpy as np
 from model.alarm_events import AlarmEvent
 from model.batch import ReadingBatch
 from model.sensor_table import SensorTable
-from store.base import SeriesPoint
+from store.base import SeriesPoint, rows_outside_table
 from store.errors import StoreRejected, StoreUnavailable
 
 __all__ = ["SQLiteStore"]
@@ -109,11 +109,7 @@ class SQLiteStore:
                 db.close()
 
     def _write(self, batch: ReadingBatch) -> None:
-        if len(batch) and (int(batch.sensor.min()) < 0
-                           or int(batch.sensor.max()) >= len(self._ids)):
-            raise ValueError(
-                f"sensor rows {int(batch.sensor.min())}..{int(batch.sensor.max())} are outside "
-                f"the sensor table of {len(self._ids)} rows; the batch was not stored")
+        rows_outside_table(batch, len(self._ids), "sqlite")
         rows = zip(
             self._ids[batch.sensor].tolist(),
             batch.ts.tolist(),

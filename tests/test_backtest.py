@@ -158,3 +158,21 @@ def test_backtest_monitors_the_groups_fitted_in_the_state_directory(tmp_path: Pa
     assert report["mspc_groups"] == ["rx-r101"]
     [incident] = report["incidents"]
     assert incident["first_warning_s"] < backtest(RUNAWAY).incidents[0].first_warning_s
+
+
+def test_a_bug_met_in_a_backtest_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Live, the engine dead-letters an input that finds a bug and carries on; a
+    backtest must stop instead, or it would score a run with readings missing."""
+    import decoders.registry
+    from offline.backtest import BacktestError
+
+    def buggy(*args: object, **kwargs: object) -> list[object]:
+        raise ZeroDivisionError("a bug found by this input")
+
+    monkeypatch.setattr(decoders.registry.GatewayJsonDecoder, "decode_into",
+                        staticmethod(buggy))
+    sc = load_scenario(SCENARIOS[0], PLANT)
+    feed = scenario_feed(sc, PLANT, "json")
+    with pytest.raises(BacktestError, match="ZeroDivisionError"):
+        run_backtest(sc.name, PLANT, ALARMS, feed.messages, feed.truths,
+                     start_ms=feed.start_ms, duration_s=sc.duration_s)
