@@ -10,7 +10,7 @@ here and one entry in :func:`plant_decoders`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 from decoders.json_gateway import DecodeLimits, Rejection, decode_gateway_json_into
@@ -26,7 +26,7 @@ __all__ = [
     "GatewayJsonDecoder",
     "LineProtocolDecoder",
     "SparkplugDecoder",
-    "decode_message",
+
     "plant_decoders",
     "refused",
 ]
@@ -164,21 +164,42 @@ def split_host_output(result: HostOutput, topic: str, payload: bytes, live: Batc
     return own, released, result.publish
 
 
+class Decoders:
+    """The decoders in the order they are asked, and which one reads each topic.
+
+    The first decoder that claims a topic reads it; the answer is remembered
+    per topic, so a message costs one dictionary lookup, not a walk of the
+    decoders. The memory starts again when full (``max_topics``), so junk on
+    ever-new topics costs a little time, never memory.
+    """
+
+    def __init__(self, decoders: Sequence[Decoder], max_topics: int = 4_096) -> None:
+        self.decoders = tuple(decoders)
+        self.max_topics = max_topics
+        self._by_topic: dict[str, Decoder] = {}
+
+    def __iter__(self) -> Iterator[Decoder]:
+        return iter(self.decoders)
+
+    def decode(self, topic: str, payload: bytes, now_ms: int, live: BatchBuilder,
+               historical: BatchBuilder) -> Decoded:
+        """Decode one message with the decoder of its topic (``bad_topic`` if none)."""
+        decoder = self._by_topic.get(topic)
+        if decoder is None:
+            decoder = next((d for d in self.decoders if d.claims(topic)), None)
+            if decoder is None:
+                return refused(NO_FORMAT)
+            if len(self._by_topic) >= self.max_topics:
+                self._by_topic.clear()
+            self._by_topic[topic] = decoder
+        return decoder.decode(topic, payload, now_ms, live, historical)
+
+
 def plant_decoders(sites: Mapping[str, dict[str, int]], plant_index: Mapping[str, int],
-                   limits: DecodeLimits, sparkplug: SparkplugHost | None
-                   ) -> Sequence[Decoder]:  # fmt: skip
+                   limits: DecodeLimits, sparkplug: SparkplugHost | None) -> Decoders:
     """The formats plantwatch reads, in the order they are asked."""
-    return (
+    return Decoders((
         SparkplugDecoder(sparkplug),
         LineProtocolDecoder(sites, plant_index, limits),
         GatewayJsonDecoder(sites, plant_index, limits),
-    )
-
-
-def decode_message(decoders: Sequence[Decoder], topic: str, payload: bytes, now_ms: int,
-                   live: BatchBuilder, historical: BatchBuilder) -> Decoded:
-    """Decode one message with the first decoder that claims its topic."""
-    for decoder in decoders:
-        if decoder.claims(topic):
-            return decoder.decode(topic, payload, now_ms, live, historical)
-    return refused(NO_FORMAT)
+    ))

@@ -41,10 +41,9 @@ from alarms.suppression import SuppressionWatch
 from alarms.system import AlarmSystem, Outcome
 from decoders.json_gateway import DecodeLimits, Rejection
 from decoders.registry import (
-    NO_FORMAT,
     NOTHING,
     Decoded,
-    Decoder,
+    Decoders,
     SparkplugDecoder,
     plant_decoders,
     refused,
@@ -67,9 +66,6 @@ range. Any finite value is stored as sent, but 1.8e308 on a 0–100 %LEL head ov
 the drift statistics to inf (a detector that no longer detects); clipped, it is still
 far out of range (a fault, an alarm), and no square of it overflows."""
 _INTERNAL_ERROR_LOG_EVERY_S = 10.0
-MAX_ROUTES_CACHED = 4_096
-"""Topics whose decoder is remembered; the cache starts again when full, so junk on
-ever-new topics costs a little time, never memory."""
 _DEFAULT_LIMITS = DecodeLimits()
 
 
@@ -92,7 +88,7 @@ class Engine:
         table: SensorTable,
         detector: DetectorSuite,
         alarms: AlarmSystem,
-        decoders: Sequence[Decoder],
+        decoders: Decoders,
         *,
         limits: DecodeLimits = _DEFAULT_LIMITS,
         accepts: Callable[[str], bool] | None = None,
@@ -102,7 +98,7 @@ class Engine:
         self.table = table
         self.detector = detector
         self.alarms = alarms
-        self.decoders = list(decoders)
+        self.decoders = decoders
         self.limits = limits
         self.accepts = accepts
         self._sparkplug = [d for d in self.decoders if isinstance(d, SparkplugDecoder)]
@@ -115,7 +111,6 @@ class Engine:
         span = np.maximum(table.range_hi - table.range_lo, 1.0)
         self._detect_lo = table.range_lo - DETECTION_SPANS * span
         self._detect_hi = table.range_hi + DETECTION_SPANS * span
-        self._routes: dict[str, Decoder] = {}
         self.internal_errors = 0
         self._internal_logged_at = -_INTERNAL_ERROR_LOG_EVERY_S
 
@@ -213,15 +208,7 @@ class Engine:
             # Some brokers (amqtt) hand new clients retained messages of topics
             # they never subscribed to; they are not ours to judge.
             return NOTHING
-        decoder = self._routes.get(topic)
-        if decoder is None:
-            decoder = next((d for d in self.decoders if d.claims(topic)), None)
-            if decoder is None:
-                return refused(NO_FORMAT)
-            if len(self._routes) >= MAX_ROUTES_CACHED:
-                self._routes.clear()
-            self._routes[topic] = decoder
-        return decoder.decode(topic, msg.payload, now_ms, self._live, self._historical)
+        return self.decoders.decode(topic, msg.payload, now_ms, self._live, self._historical)
 
     def _internal_error(self, topic: str, exc: Exception) -> Rejection:
         self.internal_errors += 1
@@ -238,12 +225,12 @@ class Engine:
 
     # ------------------------------------------------------------------ detection
     def flush(self, now_ms: int, received_ms: int | None = None,
-              topics: Sequence[str] = ()) -> Step:
+              sources: Sequence[Inbound] = ()) -> Step:
         """Detect on the pending readings and commit what they changed.
 
         ``received_ms`` is when the batch arrived (no-data is judged on arrival
-        time; event time when None, as in a backtest); ``topics`` name where the
-        readings came from, for the letter if detection fails.
+        time; event time when None, as in a backtest); ``sources`` are the messages the
+        readings came from, named in the letter if detection fails.
         """
         batch = self._live.build()
         historical = self._historical.build()
@@ -264,7 +251,7 @@ class Engine:
             # acknowledged (redelivered, they would fail the same way).
             records = []
             step.internal_errors += 1
-            step.dead_letters.append(self._batch_failed(batch, topics, exc))
+            step.dead_letters.append(self._batch_failed(batch, sources, exc))
             step.refused["internal_error", False] = 1
         self._commit(step, records, now_ms, detector_moved=True)
         return step
@@ -275,18 +262,18 @@ class Engine:
         clipped = np.clip(batch.value, self._detect_lo[s], self._detect_hi[s])
         return ReadingBatch(s, batch.ts, clipped, batch.quality)
 
-    def _batch_failed(self, batch: ReadingBatch, topics: Sequence[str],
+    def _batch_failed(self, batch: ReadingBatch, sources: Sequence[Inbound],
                       exc: Exception) -> DeadLetter:
         self.internal_errors += 1
         log.error("detecting on a batch of %d readings raised %s; the readings are stored "
                   "and acknowledged, their detections are lost", len(batch),
                   type(exc).__name__, exc_info=exc)
-        names = sorted(set(topics))
+        names = sorted({m.topic for m in sources})
         letter = {
             "topic": names[0] if len(names) == 1 else None, "reason": "internal_error",
             "detail": f"detecting on these readings raised {type(exc).__name__}; they were "
                       "stored and acknowledged without detection (please report it)",
-            "readings": len(batch), "messages": len(topics), "topics": names[:32],
+            "readings": len(batch), "messages": len(sources), "topics": names[:32],
         }
         return DeadLetter("", "internal_error", False, lambda: letter)
 

@@ -30,13 +30,12 @@ class CheckpointFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def save(self, state: dict[str, npt.NDArray[Any]], sensor_ids: list[str],
-             journal_offset: int) -> None:
+    def save(self, snapshot: Snapshot) -> None:
         buf = io.BytesIO()
         arrays: dict[str, npt.NDArray[Any]] = {
-            "__sensor_ids__": np.array(sensor_ids, dtype=np.str_),
-            "__journal_offset__": np.array(journal_offset, dtype=np.int64),
-            **state,
+            "__sensor_ids__": np.array(snapshot.sensor_ids, dtype=np.str_),
+            "__journal_offset__": np.array(snapshot.journal_offset, dtype=np.int64),
+            **snapshot.state,
         }
         np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")

@@ -296,8 +296,7 @@ class Pipeline:
         for e in outcome.events:
             self.metrics.alarm_events.labels(e.action).inc()
         if step.state_moved:
-            snap = self.engine.snapshot()
-            self.checkpoint.save(snap.state, snap.sensor_ids, snap.journal_offset)
+            self.checkpoint.save(self.engine.snapshot())
         if outcome or outcome.events:
             if self.on_alarm_outcome is not None:
                 self.on_alarm_outcome(outcome)
@@ -314,7 +313,7 @@ class Pipeline:
         arrived = max((m.received_ms for m in messages),
                       default=int(self.clock() * 1000))  # released by a gap timeout
         step = self.engine.flush(int(self.clock() * 1000), received_ms=arrived,
-                                 topics=[m.topic for m in messages])
+                                 sources=messages)
         self._carry_out_io(step)
         self._after_commit(step)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from decoders.json_gateway import DecodeLimits
-from decoders.registry import decode_message, plant_decoders
+from decoders.registry import plant_decoders
 from detectors.groups import GroupModel
 from model.batch import BatchBuilder, ReadingBatch
 from model.sensor_table import SensorTable
@@ -51,7 +51,7 @@ def fit_groups_on_lead_in(
     for topic, payload, publish_ms in messages:
         if publish_ms >= end_ms:
             break
-        decode_message(decoders, topic, payload, publish_ms, builder, backfill)
+        decoders.decode(topic, payload, publish_ms, builder, backfill)
     return asyncio.run(_fit(table, config, builder.build(), start_ms, end_ms))
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from alarms.journal import AlarmJournal
 from alarms.lifecycle import AlarmManager
-from engine.snapshot import remap_state
+from engine.snapshot import Snapshot, remap_state
 from ingest.checkpoint import CheckpointFile
 from ingest.spool import Spool
 from model.alarm_events import AlarmEvent
@@ -129,7 +129,7 @@ def test_checkpoint_round_trip_and_remap(tmp_path) -> None:
     cp = CheckpointFile(tmp_path / "det.npz")
     assert cp.load() is None
     state = {"level": np.array([1, 2, 0], np.int8), "last_ts": np.array([5, 6, 7], np.int64)}
-    cp.save(state, ["a", "b", "c"], 123)
+    cp.save(Snapshot(state, ["a", "b", "c"], 123))
     loaded = cp.load()
     assert loaded is not None and loaded.journal_offset == 123
     assert loaded.sensor_ids == ["a", "b", "c"]
@@ -154,7 +154,7 @@ def test_checkpoint_of_the_whole_suite_survives_a_config_change(tmp_path) -> Non
     lel = table.index["LEL-1"]
     suite.update(Batch.from_columns([lel, lel], [1_000, 2_000], [30.0, 60.0]))
     cp = CheckpointFile(tmp_path / "det.npz")
-    cp.save(suite.get_state(), table.ids, 0)
+    cp.save(Snapshot(suite.get_state(), table.ids, 0))
 
     sensors = data["sites"][0]["workshops"][0]["areas"][0]["sensors"]
     sensors.reverse()
