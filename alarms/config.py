@@ -17,9 +17,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from alarms.catalogue import AlarmCatalogue, Rationalization
+from alarms.escalation import LEVELS, EscalationPolicy, Level
 from alarms.floods import FloodPolicy
 from alarms.hazards import HazardJournal, HazardRules
 from alarms.journal import Journal
@@ -121,6 +129,32 @@ class Suppression(_Model):
     limits: list[str] = []
 
 
+class Escalation(_Model):
+    """Who hears of an alarm nobody acknowledged within its ``max_response_s``."""
+
+    enabled: bool = True
+    levels: list[Level] = Field(default_factory=lambda: list(LEVELS), min_length=1)
+    repeat_min: float = Field(default=5.0, gt=0)
+
+    @field_validator("levels")
+    @classmethod
+    def _upwards(cls, levels: list[Level]) -> list[Level]:
+        ranks = [LEVELS.index(level) for level in levels]
+        if ranks != sorted(set(ranks)):
+            raise ValueError(f"levels must go up the hierarchy without repeats, in the order "
+                             f"{', '.join(LEVELS)}; got {', '.join(levels)}")
+        return levels
+
+
+class Commissioning(_Model):
+    """Areas and sensors being commissioned: their alarms and faults are recorded and
+    shown as usual, but open no automatic hazard ticket (a stray test reading or a
+    detector not yet wired is not a hazard)."""
+
+    areas: list[str] = []
+    sensors: list[str] = []
+
+
 class FireControl(_Model):
     """Where second-level combustible gas alarms also go (GB/T 50493 §5.1.2)."""
 
@@ -139,6 +173,8 @@ class AlarmConfig(_Model):
     risk_rules: list[RiskRule] | None = None
     periods: list[ImportantPeriod] = []
     fire_control: FireControl = Field(default_factory=FireControl)
+    escalation: Escalation = Field(default_factory=Escalation)
+    commissioning: Commissioning = Field(default_factory=Commissioning)
 
     # ------------------------------------------------------------ built objects
     def policy(self) -> AlarmPolicy:
@@ -169,7 +205,17 @@ class AlarmConfig(_Model):
             inherent_risk={area.id: area.risk for _, area in plant.areas()},
             risk_rules=self.rules_for_risk(),
             periods=self.periods,
+            escalation=self.escalation_policy(plant),
+            commissioning=(frozenset(self.commissioning.areas),
+                           frozenset(self.commissioning.sensors)),
         )
+
+    def escalation_policy(self, plant: PlantConfig) -> EscalationPolicy | None:
+        e = self.escalation
+        if not e.enabled:
+            return None
+        return EscalationPolicy(tuple(e.levels), int(e.repeat_min * 60_000),
+                                enterprise=plant.enterprise.id)
 
     def catalogue(self, plant: PlantConfig) -> AlarmCatalogue:
         return AlarmCatalogue(
@@ -222,6 +268,13 @@ class AlarmConfig(_Model):
         for dup in sorted({i for i in ids if ids.count(i) > 1}):
             out.append(f"suppression: rule id {dup!r} appears more than once")
         out += period_problems(self.periods, areas)
+        for j, a in enumerate(self.commissioning.areas):
+            if a not in areas:
+                out.append(f"commissioning.areas[{j}]: {a!r} is not an area of the plant "
+                           f"(known: {', '.join(sorted(areas))})")
+        for j, s in enumerate(self.commissioning.sensors):
+            if s not in sensors:
+                out.append(f"commissioning.sensors[{j}]: {s!r} is not a sensor of the plant")
         for i, entry in enumerate(self.rationalization):
             _, sep, _ = entry.match.rpartition(":")
             if not sep:

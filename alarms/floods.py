@@ -22,9 +22,12 @@ back (they are load the post carried). Warnings are advisory and not counted.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from alarms.history import FloodInterval
+from alarms.state_codec import decode, encode
 
 __all__ = ["FloodPolicy", "FloodTracker"]
 
@@ -99,6 +102,32 @@ class FloodTracker:
                     break
                 state.checked_to = leave
         return sorted(ended, key=lambda f: (f.end_ts or 0, f.post))
+
+    def state(self, keep_from_ts: int | None = None) -> dict[str, Any]:
+        """JSON-ready state for a journal compaction snapshot: every post's alarm
+        times and open flood, and the flood history that ended at or after
+        ``keep_from_ts`` (all of it if None)."""
+        open_floods = {id(s.flood) for s in self._posts.values() if s.flood is not None}
+        kept = [f for f in self.history
+                if keep_from_ts is None or f.end_ts is None or f.end_ts >= keep_from_ts
+                or id(f) in open_floods]
+        index = {id(f): i for i, f in enumerate(kept)}
+        return {
+            "history": [encode(f) for f in kept],
+            "posts": {post: {"times": list(s.times), "checked_to": s.checked_to,
+                             "flood": None if s.flood is None else index[id(s.flood)]}
+                      for post, s in self._posts.items()},
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Take the state of :meth:`state` (an open flood is the same object in the
+        history and in its post, as it was)."""
+        self.history = [decode(FloodInterval, f) for f in state["history"]]
+        self._posts = {
+            post: _Post(times=[int(t) for t in s["times"]], checked_to=int(s["checked_to"]),
+                        flood=None if s["flood"] is None else self.history[int(s["flood"])])
+            for post, s in state["posts"].items()
+        }
 
     def _count_in(self, times: list[int], at_ts: int) -> int:
         return bisect.bisect_right(times, at_ts) - bisect.bisect_right(

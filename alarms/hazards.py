@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from alarms.jsonl import JsonLines
+from alarms.segments import JournalPosition, SegmentedLog
+from alarms.state_codec import decode, encode
 
 __all__ = [
     "AUTOMATIC_SOURCES",
@@ -470,6 +471,14 @@ class HazardRegistry:
         self._hazards[where] = updated
         return updated
 
+    def state(self) -> builtins.list[dict[str, Any]]:
+        """Every hazard, JSON-ready, for a journal compaction snapshot."""
+        return [encode(h) for h in self._hazards.values()]
+
+    def load_state(self, state: builtins.list[dict[str, Any]]) -> None:
+        """Take the hazards of :meth:`state` (on a fresh registry)."""
+        self._hazards = {h.id: h for h in (decode(Hazard, d) for d in state)}
+
     def list(
         self, status: str | None = None, open_only: bool = False, area: str | None = None
     ) -> builtins.list[Hazard]:
@@ -521,6 +530,18 @@ class RepeatedAlarmCounter:
         self._reported.add(sensor)
         return True
 
+    def state(self) -> dict[str, Any]:
+        """The recent activation times and the sensors already reported, for a
+        journal compaction snapshot (restoring it is exact, unlike feeding a
+        bounded history again)."""
+        return {"recent": {s: builtins.list(d) for s, d in self._recent.items()},
+                "reported": sorted(self._reported)}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self._recent = {s: deque(ts[-self.count:], maxlen=self.count)
+                        for s, ts in state["recent"].items()}
+        self._reported = set(state["reported"])
+
 
 def _check_hazard_record(record: dict[str, Any]) -> None:
     if record.get("type") not in ("hazard_create", "hazard_update"):
@@ -528,12 +549,14 @@ def _check_hazard_record(record: dict[str, Any]) -> None:
 
 
 class HazardJournal:
-    """Append-only JSON-lines file of hazard records, fsynced per append
-    (a :class:`~alarms.jsonl.JsonLines`: a torn last line is dropped on loading,
-    a failed append is cut back off the file)."""
+    """Append-only JSON-lines journal of hazard records, fsynced per append, in
+    segments and hash-chained like the alarm journal (a
+    :class:`~alarms.segments.SegmentedLog`: a torn last line is dropped on
+    loading, a failed append is cut back off the file)."""
 
     def __init__(self, path: str | Path) -> None:
-        self._file = JsonLines(path)
+        self._file = SegmentedLog(path, check=_check_hazard_record, what="hazard record",
+                                  fix="fix or remove that line before starting again")
         self.path = self._file.path
 
     @property
@@ -545,21 +568,36 @@ class HazardJournal:
         self._file.append([record])
 
     def load(self) -> builtins.list[HazardRecord]:
-        """Every whole record, oldest first."""
-        return [record for _, record in self._load()]
+        """Every whole record, every segment, oldest first."""
+        return [record for _, record in self._file.read_from(0)]
 
     def rebuild(self, rules: HazardRules | None = None) -> HazardRegistry:
         """The registry the journal's records give."""
-        registry = HazardRegistry(rules)
-        for offset, record in self._load():
+        return self.replay_onto(HazardRegistry(rules), 0)
+
+    def replay_onto(self, registry: HazardRegistry, offset: int) -> HazardRegistry:
+        """Apply the records from logical ``offset`` on to ``registry`` (restored
+        from a compaction snapshot taken at that offset)."""
+        for at, record in self._file.read_from(offset):
             try:
                 registry.apply(record)
             except HazardError as exc:
                 raise ValueError(
-                    f"{self.path}: hazard record at byte {offset} cannot be replayed ({exc})"
+                    f"{self.path}: hazard record at byte {at} cannot be replayed ({exc})"
                 ) from exc
         return registry
 
-    def _load(self) -> builtins.list[tuple[int, HazardRecord]]:
-        return self._file.read(_check_hazard_record, "hazard record",
-                               "fix or remove that line before starting again")
+    def position(self) -> JournalPosition:
+        return self._file.position()
+
+    def size(self) -> int:
+        return self._file.size()
+
+    def hash_at(self, offset: int) -> str:
+        return self._file.hash_before(offset)
+
+    def segments(self) -> builtins.list[tuple[Path, int | None]]:
+        return self._file.segments()
+
+    def close_segment(self) -> Path | None:
+        return self._file.close_segment()

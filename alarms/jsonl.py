@@ -8,6 +8,8 @@ journal (:mod:`alarms.journal`) and the hazard journal (:mod:`alarms.hazards`).
 * Reading drops a torn last line (a crash mid-append: its writer was never
   told it was saved) and truncates the file back to the last whole record; a
   bad line anywhere else is corruption, reported with the file and the offset.
+* The file is created owner-only (0600) and a directory it creates 0700: the
+  journals are the plant's audit trail.
 """
 
 from __future__ import annotations
@@ -19,7 +21,26 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JsonLines"]
+__all__ = ["FILE_MODE", "JsonLines", "make_private_dir", "sync_dir"]
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) owner-only; an existing one is left as it is."""
+    if not path.exists():
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(path, DIR_MODE)  # mkdir's mode goes through the umask
+
+
+def sync_dir(path: Path) -> None:
+    """fsync a directory, so a file created, renamed or replaced in it survives a crash."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class JsonLines:
@@ -27,7 +48,7 @@ class JsonLines:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
         self.torn_records_dropped = 0
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
@@ -39,7 +60,8 @@ class JsonLines:
         if not payload:
             return
         created = not self.path.exists()
-        with open(self.path, "ab") as fh:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        with os.fdopen(fd, "ab") as fh:
             size = fh.tell()
             try:
                 fh.write(payload)
@@ -50,16 +72,13 @@ class JsonLines:
                     fh.truncate(size)
                 raise
         if created:
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            sync_dir(self.path.parent)
 
     def read(
-        self, check: Callable[[dict[str, Any]], None], what: str, fix: str
+        self, check: Callable[[dict[str, Any]], None], what: str, fix: str, start: int = 0
     ) -> list[tuple[int, dict[str, Any]]]:
-        """Every whole record with its byte offset, oldest first.
+        """Every whole record from byte ``start`` (a record boundary) with its
+        byte offset, oldest first.
 
         ``check`` raises ValueError, KeyError or TypeError for a record that
         is not one of ours; the error names the file, the offset, ``what``
@@ -67,7 +86,9 @@ class JsonLines:
         """
         if not self.path.exists():
             return []
-        data = self.path.read_bytes()
+        with open(self.path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read()
         records: list[tuple[int, dict[str, Any]]] = []
         pos = 0
         while pos < len(data):
@@ -81,14 +102,37 @@ class JsonLines:
                 check(record)
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(
-                    f"{self.path}: {what} at byte {pos} is corrupt ({exc}); {fix}"
+                    f"{self.path}: {what} at byte {start + pos} is corrupt ({exc}); {fix}"
                 ) from exc
-            records.append((pos, record))
+            records.append((start + pos, record))
             pos = nl + 1
         if pos < len(data):
             self.torn_records_dropped += 1
-            self.truncate(pos)
+            self.truncate(start + pos)
         return records
+
+    def last_line(self, end: int | None = None) -> bytes | None:
+        """The last whole line ending at or before byte ``end`` (default: the file's end),
+        without its newline; None if there is none. Reads only the tail."""
+        if not self.path.exists():
+            return None
+        with open(self.path, "rb") as fh:
+            stop = fh.seek(0, os.SEEK_END) if end is None else end
+            chunk = 1 << 16
+            while True:
+                begin = max(0, stop - chunk)
+                fh.seek(begin)
+                data = fh.read(stop - begin)
+                last_nl = data.rfind(b"\n")
+                if last_nl < 0:
+                    if begin == 0:
+                        return None
+                    chunk *= 4
+                    continue
+                prev_nl = data.rfind(b"\n", 0, last_nl)
+                if prev_nl >= 0 or begin == 0:
+                    return data[prev_nl + 1:last_nl]
+                chunk *= 4
 
     def size(self) -> int:
         """Bytes in the file."""

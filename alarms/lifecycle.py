@@ -31,16 +31,18 @@ from typing import Any
 
 from alarms.floods import FloodPolicy, FloodTracker
 from alarms.history import Activation, FloodInterval
-from alarms.points import AlarmDefinition, AlarmPoint, OutOfService, Shelve
+from alarms.points import AlarmDefinition, AlarmPoint, Escalation, OutOfService, Shelve
 from alarms.records import (
     ActionRecord,
     ConditionRecord,
+    EscalationRecord,
     Record,
     SuppressionRecord,
     SuppressRecord,
     UnknownRecord,
     to_json,
 )
+from alarms.state_codec import decode, encode
 from alarms.suppression import SuppressionRule
 from model.alarm_events import AlarmEvent
 
@@ -101,6 +103,7 @@ class ChangeKind(StrEnum):
     ACKED = "acked"
     CHATTERING = "chattering"
     CLEARED = "cleared"
+    ESCALATED = "escalated"
     FLOOD_END = "flood_end"
     FLOOD_START = "flood_start"
     IN_SERVICE = "in_service"
@@ -243,6 +246,64 @@ class AlarmManager:
                             for a in self.activations],
         }
 
+    # ------------------------------------------------------------------ state
+    def state(self, keep_from_ts: int | None = None) -> dict[str, Any]:
+        """The whole state, JSON-ready, for a journal compaction snapshot.
+
+        Points are saved field by field (every field of :class:`AlarmPoint`,
+        whatever it has). History is bounded: activations, floods and audit
+        entries older than ``keep_from_ts`` are left out (they stay in the
+        closed journal segments), except what is still open. ``None`` keeps all.
+        """
+        def kept(a: Activation) -> bool:
+            return (keep_from_ts is None or a.raised_ts >= keep_from_ts
+                    or a.cleared_ts is None or a.cleared_ts >= keep_from_ts)
+
+        open_ids = {id(a) for a in self._open.values()}
+        activations = [a for a in self.activations if kept(a) or id(a) in open_ids]
+        index = {id(a): i for i, a in enumerate(activations)}
+        return {
+            "now": self.now,
+            "counters": encode(self.counters),
+            "points": [encode(p) for p in self._points.values()],
+            "standing": sorted(self._standing),
+            "shelved": sorted(self._shelved),
+            "rules": {rid: {"active": r.active, "enabled": r.enabled}
+                      for rid, r in self._rules.items()},
+            "floods": self.floods.state(keep_from_ts),
+            "activations": [encode(a) for a in activations],
+            "open": {alarm_id: index[id(a)] for alarm_id, a in self._open.items()},
+            "audit": [dict(a) for a in self.audit
+                      if keep_from_ts is None or int(a["ts"]) >= keep_from_ts],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state` (on a manager just built from the current config).
+
+        Rules the config no longer has are dropped; each point takes its
+        rationalization (priority, latching, shelve limit) from the current
+        catalogue, as a replay would, while what happened to it (effective
+        priority at its last raise, times, overlays) is as saved.
+        """
+        self.now = int(state["now"])
+        self.counters = decode(_Counters, state["counters"])
+        points = (decode(AlarmPoint, d) for d in state["points"])
+        self._points = {p.alarm_id: p for p in points}
+        for p in self._points.values():
+            fresh = self._factory(p.alarm_id)
+            if fresh is not None:
+                p.definition = fresh.definition
+        self._standing = set(state["standing"])
+        self._shelved = set(state["shelved"])
+        for rid, saved in state["rules"].items():
+            rule = self._rules.get(rid)
+            if rule is not None:
+                rule.active, rule.enabled = bool(saved["active"]), bool(saved["enabled"])
+        self.floods.load_state(state["floods"])
+        self.activations = [decode(Activation, a) for a in state["activations"]]
+        self._open = {alarm_id: self.activations[int(i)] for alarm_id, i in state["open"].items()}
+        self.audit = [dict(a) for a in state["audit"]]
+
     # ------------------------------------------------------------------ records
     def replay(self, records: Iterable[Record]) -> None:
         for record in records:
@@ -269,6 +330,8 @@ class AlarmManager:
             changes += self._rule_change(record, active=record.active)
         elif isinstance(record, SuppressionRecord):
             changes += self._rule_change(record, enabled=record.enabled)
+        elif isinstance(record, EscalationRecord):
+            changes += self._escalate(record)
         elif isinstance(record, UnknownRecord):
             self.counters.unknown_records += 1
         for c in changes:
@@ -432,6 +495,22 @@ class AlarmManager:
                                         reason="returned to normal (one-shot shelve)"))
         self._settle(p)
         return changes
+
+    def _escalate(self, record: EscalationRecord) -> list[AlarmChange]:
+        """Record an escalation on its point; nothing if the point was acknowledged or
+        raised again meanwhile (a replayed record after a journal cut, say)."""
+        p = self._points.get(record.alarm_id)
+        if p is None or p.acked or not p.process_active or p.raised_ts != record.raised_ts:
+            return []
+        p.escalation = Escalation(record.level, record.to, record.target, record.raised_ts,
+                                  record.ts)
+        self.audit.append({**to_json(record), "action": "escalate", "by": "system",
+                           "role": "system", "state_after": p.state,
+                           "reason": f"unacknowledged past its response time: level "
+                                     f"{record.level}, to {record.to} {record.target}"})
+        return [self._change(ChangeKind.ESCALATED, p, True, record.ts,
+                             detail={"level": record.level, "to": record.to,
+                                     "target": record.target})]
 
     # ------------------------------------------------------------------ actions
     def _validate(self, p: AlarmPoint, record: ActionRecord) -> None:

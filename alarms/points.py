@@ -27,6 +27,7 @@ __all__ = [
     "AlarmDefinition",
     "AlarmPoint",
     "AlarmState",
+    "Escalation",
     "OutOfService",
     "Shelve",
     "priority_rank",
@@ -100,6 +101,20 @@ class OutOfService:
         return {"by": self.by, "reason": self.reason, "ts": self.ts}
 
 
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """The latest escalation of an unacknowledged alarm (see :mod:`alarms.escalation`)."""
+
+    level: int
+    to: str  # team, workshop or enterprise
+    target: str  # that team's, workshop's or enterprise's id
+    raised_ts: int  # the activation it belongs to
+    ts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "to": self.to, "target": self.target, "ts": self.ts}
+
+
 @dataclass(slots=True)
 class AlarmPoint:
     """Everything known about one alarm point now."""
@@ -136,6 +151,7 @@ class AlarmPoint:
     chattering: bool = False
     stale: bool = False
     recent_raises: list[int] = field(default_factory=list)
+    escalation: Escalation | None = None
 
     @property
     def state(self) -> AlarmState:
@@ -149,6 +165,13 @@ class AlarmPoint:
     def annunciable(self) -> bool:
         """False while an overlay (shelved, suppressed, out of service) hides the point."""
         return self.shelved is None and self.out_of_service is None and not self.suppressed_by
+
+    def current_escalation(self) -> Escalation | None:
+        """The escalation of the present activation, if it is still unacknowledged."""
+        e = self.escalation
+        if e is None or e.raised_ts != self.raised_ts or self.acked:
+            return None
+        return e
 
     @property
     def standing(self) -> bool:
@@ -181,6 +204,7 @@ class AlarmPoint:
             "flood_held": self.flood_held,
             "chattering": self.chattering,
             "stale": self.stale,
+            "escalation": None if (e := self.current_escalation()) is None else e.to_dict(),
             "site": self.site,
             "workshop": self.workshop,
             "area": self.area,

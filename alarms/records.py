@@ -41,6 +41,7 @@ __all__ = [
     "ActionName",
     "ActionRecord",
     "ConditionRecord",
+    "EscalationRecord",
     "Record",
     "RecordKind",
     "SuppressRecord",
@@ -62,6 +63,7 @@ class RecordKind(StrEnum):
     SUPPRESS = "suppress"
     SUPPRESSION = "suppression"
     TICK = "tick"
+    ESCALATION = "escalation"
     UNKNOWN = "unknown"
 
 
@@ -161,6 +163,29 @@ class TickRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class EscalationRecord:
+    """An alarm left unacknowledged past its maximum response time was escalated.
+
+    ``level`` counts from 1 (the first escalation); ``to`` is the level of the
+    plant hierarchy it went to (``team``, ``workshop``, ``enterprise``) and
+    ``target`` that team's, workshop's or enterprise's id. ``raised_ts`` names
+    the activation it belongs to (a later raise starts again at level 1).
+    """
+
+    kind: ClassVar[RecordKind] = RecordKind.ESCALATION
+    alarm_id: str
+    level: int
+    to: str
+    target: str
+    raised_ts: int
+    ts: int
+
+    @property
+    def time(self) -> int:
+        return self.ts
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownRecord:
     """A journal line of a kind this version does not know (a newer version wrote it):
     kept and counted, never applied."""
@@ -175,7 +200,7 @@ class UnknownRecord:
 
 
 Record = (ConditionRecord | ActionRecord | SuppressRecord | SuppressionRecord | TickRecord
-          | UnknownRecord)
+          | EscalationRecord | UnknownRecord)
 
 
 def action_record(
@@ -243,6 +268,10 @@ def to_json(record: Record) -> dict[str, Any]:
                 "reason": record.reason}
     if isinstance(record, TickRecord):
         return {"type": "tick", "ts": record.ts}
+    if isinstance(record, EscalationRecord):
+        return {"type": "escalation", "alarm_id": record.alarm_id, "level": record.level,
+                "to": record.to, "target": record.target, "raised_ts": record.raised_ts,
+                "ts": record.ts}
     return dict(record.data)
 
 
@@ -275,4 +304,7 @@ def from_json(data: Mapping[str, Any]) -> Record:
                                  str(data.get("reason") or ""))
     if kind == "tick":
         return TickRecord(ts)
+    if kind == "escalation":
+        return EscalationRecord(str(data["alarm_id"]), int(data["level"]), str(data["to"]),
+                                str(data["target"]), int(data["raised_ts"]), ts)
     return UnknownRecord(dict(data), ts)

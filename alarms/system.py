@@ -19,11 +19,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from alarms.compaction import DEFAULT_KEEP_MS
+from alarms.escalation import EscalationPolicy, due
 from alarms.hazards import Hazard, HazardJournal, HazardRegistry, HazardRules, RepeatedAlarmCounter
-from alarms.journal import Journal
+from alarms.journal import AlarmJournal, Journal
 from alarms.lifecycle import AlarmChange, AlarmManager
 from alarms.periods import ImportantPeriod, active_periods, raised_priority, risk_floors
-from alarms.records import ConditionRecord, Record, RecordKind
+from alarms.records import ConditionRecord, EscalationRecord, Record, RecordKind
 from alarms.risk import ActivePoint, AreaRisk, RiskRule, RiskTracker, grade_areas
 from model.alarm_events import AlarmEvent
 from model.plant import RiskColour
@@ -74,8 +76,12 @@ class AlarmSystem:
         inherent_risk: Mapping[str, RiskColour] | None = None,
         risk_rules: Sequence[RiskRule] = (),
         periods: Sequence[ImportantPeriod] = (),
+        escalation: EscalationPolicy | None = None,
+        commissioning: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     ) -> None:
         self.manager = manager
+        self.escalation = escalation
+        self.commissioning_areas, self.commissioning_sensors = commissioning
         self.journal = journal
         self.hazard_journal = hazard_journal
         self.hazard_rules = hazard_rules or HazardRules()
@@ -87,16 +93,93 @@ class AlarmSystem:
         self._risk = RiskTracker()
 
     # ------------------------------------------------------------------ start-up
-    def restore(self, now_ms: int) -> None:
-        """Rebuild from the journals; announce nothing."""
-        self.manager.replay(self.journal.load_records())
-        if self.hazard_journal is not None:
-            self.hazards = self.hazard_journal.rebuild(self.hazard_rules)
-        for a in self.manager.activations:
+    restored_from: str = "nothing yet"
+    """How the last :meth:`restore` rebuilt the state (for the service's log)."""
+
+    def restore(self, now_ms: int, *, from_snapshot: bool = True) -> None:
+        """Rebuild from the journals; announce nothing.
+
+        From the latest compaction snapshot and the records after it when there
+        is a usable one (``from_snapshot``), else by replaying every segment.
+        Either way the state is the same (``tests/test_journal_compaction.py``).
+        """
+        saved, why = self._usable_snapshot() if from_snapshot else (None, "not asked")
+        if saved is None:
+            self.manager.replay(self.journal.load_records())
+            if self.hazard_journal is not None:
+                self.hazards = self.hazard_journal.rebuild(self.hazard_rules)
+            fed = 0
+            self.restored_from = f"the whole journal ({why})"
+        else:
+            assert isinstance(self.journal, AlarmJournal)
+            self.manager.load_state(saved["manager"])
+            self._repeated.load_state(saved["repeated"])
+            fed = len(self.manager.activations)
+            after = self.journal.records_after(int(saved["journal"]["offset"]))
+            self.manager.replay(after)
+            if self.hazard_journal is not None:
+                registry = HazardRegistry(self.hazard_rules)
+                offset = 0
+                if saved.get("hazards") is not None:
+                    registry.load_state(saved["hazards"])
+                    offset = int(saved["hazard_journal"]["offset"])
+                self.hazards = self.hazard_journal.replay_onto(registry, offset)
+            self.restored_from = (f"the snapshot after record {saved['journal']['seq']} and "
+                                  f"{len(after)} records after it")
+        for a in self.manager.activations[fed:]:
             if a.category in _REPEATED_CATEGORIES:
                 self._repeated.feed(a.sensor, a.raised_ts)
         self._risk = RiskTracker(
             {a: r.colour for a, r in self.grades(now_ms).items()})
+
+    def _usable_snapshot(self) -> tuple[dict[str, Any] | None, str]:
+        """The latest snapshot if the journals still hold what it follows; else why not."""
+        journal = self.journal
+        if not isinstance(journal, AlarmJournal):
+            return None, "an in-memory journal keeps no snapshot"
+        try:
+            saved = journal.load_snapshot()
+        except ValueError as exc:
+            return None, str(exc)
+        if saved is None:
+            return None, "no snapshot"
+        checks: list[tuple[AlarmJournal | HazardJournal, dict[str, Any], str]] = [
+            (journal, saved["journal"], "alarm journal")]
+        if self.hazard_journal is not None and saved.get("hazards") is not None:
+            checks.append((self.hazard_journal, saved["hazard_journal"], "hazard journal"))
+        for log, pos, what in checks:
+            offset = int(pos["offset"])
+            if offset > log.size():
+                return None, (f"the snapshot follows byte {offset} of the {what}, which now "
+                              f"holds {log.size()}")
+            if log.hash_at(offset) != pos["hash"]:
+                return None, f"the {what} before the snapshot's position is not what it followed"
+        return saved, ""
+
+    def compact(self, keep_ms: int = DEFAULT_KEEP_MS) -> bool:
+        """Snapshot the state, then close the open journal segments (call it right
+        after a checkpoint, between steps). Start-up then replays only what
+        follows. History older than ``keep_ms`` of alarm time stays in the
+        closed segments only (see :mod:`alarms.compaction`). False for an
+        in-memory journal, which keeps everything anyway."""
+        journal = self.journal
+        if not isinstance(journal, AlarmJournal):
+            return False
+        keep_from = self.manager.now - keep_ms
+        hazards = self.hazard_journal
+        state: dict[str, Any] = {
+            "journal": journal.position().to_dict(),
+            "manager": self.manager.state(keep_from),
+            "repeated": self._repeated.state(),
+            "hazard_journal": None if hazards is None else hazards.position().to_dict(),
+            "hazards": None if hazards is None else self.hazards.state(),
+            "keep_from_ts": keep_from,
+        }
+        journal.save_snapshot(state, self.manager.now)
+        journal.close_segment()
+        if hazards is not None:
+            hazards.close_segment()
+        return True
 
     # ------------------------------------------------------------------ commits
     def commit(self, records: Iterable[Record], now_ms: int) -> Outcome:
@@ -121,6 +204,12 @@ class AlarmSystem:
         if out.changes:
             out.risk = self._risk.update(self.grades(now_ms))
         return out
+
+    def escalations_due(self, now_ms: int) -> list[EscalationRecord]:
+        """Alarms unacknowledged past their maximum response time (:mod:`alarms.escalation`)."""
+        if self.escalation is None:
+            return []
+        return due(self.manager.standing(), now_ms, self.escalation)
 
     def check(self, record: Record) -> None:
         """Raise :class:`~alarms.lifecycle.AlarmActionError` if the action would not apply."""
@@ -156,8 +245,9 @@ class AlarmSystem:
         raised: list[Hazard] = []
         for c in changes:
             point = c.point
-            if point is None:
-                continue
+            if point is None or point["area"] in self.commissioning_areas \
+                    or point["sensor"] in self.commissioning_sensors:
+                continue  # being commissioned: recorded and shown, no ticket
             source: str | None = None
             if c.change == "chattering":
                 source, detail = "chattering", (

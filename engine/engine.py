@@ -296,7 +296,7 @@ class Engine:
             self.detector.set_limits(limits)
         transitions = self.detector.tick(now_ms)
         records: list[Record] = [*condition_records(self.table, transitions, now_ms),
-                                 tick_record(now_ms)]
+                                 tick_record(now_ms), *self.alarms.escalations_due(now_ms)]
         self._commit(step, records, now_ms, detector_moved=len(transitions) > 0)
         step.outcome.risk += self.alarms.risk_tick(now_ms)
         return step
