@@ -47,6 +47,16 @@ or a reconnect finds the persistent session gone.
 Acknowledgements are tied to the connection that delivered the message; after
 a reconnect the broker redelivers unacknowledged messages, so acks of the old
 connection are dropped, never sent on the new one.
+
+Security: ``mqtts://`` connects with TLS (:class:`TlsOptions`: the CA that
+signed the broker's certificate, or the system's CAs; a client certificate if
+the broker asks for one; TLS 1.2 at least). The certificate files are read
+when the source is built, so a wrong path fails at start with the file and
+its setting named, not on the first reconnect. Credentials come from the
+``username``/``password`` arguments (the settings' ``mqtt.username`` and
+``mqtt.password``) or the URL; the password never appears in a log line
+(:attr:`MqttSource.url` is the URL without it). ``deploy/mosquitto/`` is the
+broker side: TLS only, no anonymous clients, a client id bound to the user.
 """
 
 from __future__ import annotations
@@ -55,13 +65,16 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -70,7 +83,15 @@ from paho.mqtt.properties import Properties
 
 from store.errors import IngestError
 
-__all__ = ["BrokerAddress", "InboundMessage", "MqttSource", "parse_broker_url"]
+__all__ = [
+    "BrokerAddress",
+    "InboundMessage",
+    "MqttSource",
+    "TlsConfigError",
+    "TlsOptions",
+    "parse_broker_url",
+    "tls_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +116,130 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = None
 
+    @property
+    def display_url(self) -> str:
+        """The URL for logs and errors: the user name, never the password."""
+        user = f"{self.username}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{host}:{self.port}"
+
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://…``; a clear error otherwise."""
+    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://…``; a clear error otherwise.
+
+    User name and password are percent-decoded (a ``@`` or ``:`` in a password
+    is written ``%40``, ``%3A``).
+    """
     parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as exc:  # a port that is not a number, or out of range
+        raise ValueError(f"broker URL {_without_password(url)!r}: {exc}") from exc
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise ValueError(
-            f"broker URL {url!r} is not of the form mqtt://HOST:PORT (or mqtts:// for TLS)"
+            f"broker URL {_without_password(url)!r} is not of the form mqtt://HOST:PORT "
+            "(or mqtts:// for TLS)"
         )
     tls = parts.scheme == "mqtts"
     return BrokerAddress(
         host=parts.hostname,
-        port=parts.port or (8883 if tls else 1883),
+        port=port or (8883 if tls else 1883),
         tls=tls,
-        username=parts.username,
-        password=parts.password,
+        username=unquote(parts.username) if parts.username is not None else None,
+        password=unquote(parts.password) if parts.password is not None else None,
     )
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{netloc[1]}").geturl()
+
+
+class TlsConfigError(IngestError):
+    """The TLS settings cannot work: a certificate or key file is missing,
+    unreadable or not PEM, or TLS options were given for a plaintext URL."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """How the client does TLS (settings ``mqtt.tls.*``); used with ``mqtts://`` URLs.
+
+    ``ca_file``: the CA that signed the broker's certificate (None: the
+    system's CAs). ``cert_file``/``key_file``: this client's certificate and
+    key, for a broker that requires client certificates (``key_file`` None:
+    the key is in ``cert_file``). ``tls_version``: the oldest version
+    accepted. ``insecure``: do not check that the broker's certificate names
+    the host connected to (the chain is still verified); for a broker reached
+    by an address its certificate does not list, never for a broker reached
+    over a network others share.
+    """
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_version: Literal["1.2", "1.3"] = "1.2"
+    insecure: bool = False
+
+
+_TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def _readable(path: Path, setting: str, what: str) -> str:
+    """``path`` as a string if it is a readable file; else a one-line error naming both."""
+    if not path.is_file():
+        problem = "is a directory" if path.is_dir() else "does not exist"
+        raise TlsConfigError(f"{what} {path} (setting {setting}) {problem}; "
+                             f"fix the path in {setting}")
+    if not os.access(path, os.R_OK):
+        raise TlsConfigError(f"{what} {path} (setting {setting}) is not readable by this "
+                             f"user (uid {os.getuid()}); fix its owner or mode")
+    return str(path)
+
+
+def tls_context(options: TlsOptions | None) -> ssl.SSLContext:
+    """The client's SSL context: broker certificate verified, TLS 1.2 or newer.
+
+    Raises :class:`TlsConfigError` naming the file and its setting when a
+    certificate or key is missing, unreadable or not PEM.
+    """
+    options = options or TlsOptions()
+    if options.tls_version not in _TLS_VERSIONS:
+        raise TlsConfigError(f"mqtt.tls.tls_version {options.tls_version!r} is not supported; "
+                             "use '1.2' or '1.3'")
+    if options.key_file is not None and options.cert_file is None:
+        raise TlsConfigError(f"mqtt.tls.key_file {options.key_file} is set without "
+                             "mqtt.tls.cert_file; set both, or neither")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+    context.minimum_version = _TLS_VERSIONS[options.tls_version]
+    if options.ca_file is None:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        ca = _readable(options.ca_file, "mqtt.tls.ca_file", "CA file")
+        try:
+            context.load_verify_locations(cafile=ca)
+        except ssl.SSLError as exc:
+            raise TlsConfigError(f"CA file {ca} (setting mqtt.tls.ca_file) holds no PEM "
+                                 f"certificate ({exc.reason or exc}); give the CA's "
+                                 "certificate in PEM") from exc
+    if options.cert_file is not None:
+        cert = _readable(options.cert_file, "mqtt.tls.cert_file", "client certificate file")
+        key = (None if options.key_file is None
+               else _readable(options.key_file, "mqtt.tls.key_file", "client key file"))
+        try:
+            context.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            raise TlsConfigError(
+                f"client certificate {cert} (setting mqtt.tls.cert_file) with key "
+                f"{key or cert} (setting mqtt.tls.key_file) cannot be loaded "
+                f"({exc.reason or exc}); both must be PEM, the key unencrypted and "
+                "matching the certificate") from exc
+    if options.insecure:
+        context.check_hostname = False
+    return context
 
 
 @dataclass(slots=True)
@@ -149,13 +278,34 @@ class MqttSource:
         session_expiry_s: int = 30 * 86_400,
         will: tuple[str, bytes, int, bool] | None = None,
         on_connected: Callable[[], None] | None = None,
+        tls: TlsOptions | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"MQTT protocol {protocol!r} is not supported; use '5' or '3.1.1'")
         self.protocol = protocol
         self.session_expiry_s = session_expiry_s
-        self.address = parse_broker_url(url)
-        self.url = url
+        address = parse_broker_url(url)
+        if username is not None or password is not None:
+            # The settings' mqtt.username / mqtt.password win over the URL's.
+            address = BrokerAddress(
+                address.host, address.port, address.tls,
+                username if username is not None else address.username,
+                password if password is not None else address.password,
+            )
+        if password is not None and not address.username:
+            raise ValueError("an MQTT password is set (mqtt.password) without a user name; "
+                             "set mqtt.username too")
+        self.address = address
+        self.url = address.display_url
+        """The broker URL for logs and errors: without the password."""
+        if not address.tls and tls is not None and tls != TlsOptions():
+            raise TlsConfigError(
+                f"TLS options (mqtt.tls) are set but the broker URL {self.url} is plaintext; "
+                "use mqtts:// (port 8883) or remove mqtt.tls")
+        # Built now: a wrong certificate path fails at start, naming its setting.
+        self._tls_context = tls_context(tls) if address.tls else None
         self.client_id = client_id
         self.topics = topics
         self.qos = qos
@@ -213,8 +363,8 @@ class MqttSource:
             )
         if self.address.username:
             client.username_pw_set(self.address.username, self.address.password)
-        if self.address.tls:
-            client.tls_set()
+        if self._tls_context is not None:
+            client.tls_set_context(self._tls_context)
         if self.will is not None:
             topic, payload, qos, retain = self.will
             client.will_set(topic, payload, qos=qos, retain=retain)
@@ -419,23 +569,58 @@ class MqttSource:
         """
         if droppable and self._published - self._completed >= MAX_DROPPABLE_BACKLOG:
             return "backlog"
+        _, refused = self._hand_to_paho(topic, payload, qos, retain)
+        if refused == "client_queue_full" and not droppable:
+            log.error("an alarm notification to %.200r was not published: paho has 65,535 "
+                      "messages the broker has not acknowledged", topic)
+        return refused
+
+    def _hand_to_paho(self, topic: str, payload: bytes, qos: int, retain: bool
+                      ) -> tuple[mqtt.MQTTMessageInfo | None, str | None]:
+        """paho's publish: its message info, or None and why it was not taken."""
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain)
         except ValueError as exc:  # an invalid topic, or a payload over 256 MB
             log.warning("not published to %.200r: %s", topic, exc)
-            return "invalid"
+            return None, "invalid"
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            if not droppable:
-                log.error("an alarm notification to %.200r was not published: paho has 65,535 "
-                          "messages the broker has not acknowledged", topic)
-            return "client_queue_full"
+            return None, "client_queue_full"
         if qos == 0 and info.rc != mqtt.MQTT_ERR_SUCCESS:
             # Not connected: paho drops a QoS 0 message and never confirms it, so
             # counting it would leave the backlog count too high for good.
-            return "not_connected"
+            return None, "not_connected"
         with self._published_lock:
             self._published += 1
-        return None
+        return info, None
+
+    async def publish_and_wait(self, topic: str, payload: bytes, qos: int = 1,
+                               retain: bool = False, timeout_s: float = 10.0) -> str | None:
+        """Publish and wait until the broker has the message (PUBACK for QoS 1).
+
+        For the notification outbox (``notify.delivery.MqttSender``): returns
+        None once the broker acknowledged, else why not (``not_connected``,
+        ``no_puback``, ``client_queue_full``, ``invalid``) and the outbox tries
+        again later. Nothing is handed to paho while disconnected, so a retry
+        never leaves a second copy queued inside paho.
+        """
+        if not self.connected:
+            return "not_connected"
+        info, refused = self._hand_to_paho(topic, payload, qos, retain)
+        if info is None:
+            return refused
+
+        def wait() -> bool:
+            deadline = time.monotonic() + timeout_s
+            while not info.is_published():
+                if time.monotonic() > deadline:
+                    return False
+                try:
+                    info.wait_for_publish(min(0.5, timeout_s))
+                except (RuntimeError, ValueError):  # not connected now: paho resends it
+                    time.sleep(0.05)
+            return True
+
+        return None if await asyncio.to_thread(wait) else "no_puback"
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:

@@ -104,9 +104,13 @@ class Pipeline:
         on_alarm_outcome: Callable[[Outcome], None] | None = None,
         clock: Callable[[], float] = time.time,
         on_connection_lost: Callable[[int], None] | None = None,
+        after_checkpoint: Callable[[int], None] | None = None,
     ) -> None:
         """``on_connection_lost(now_ms)`` is called in the loop's thread when the
-        broker connection was lost (the Sparkplug host marks every node stale)."""
+        broker connection was lost (the Sparkplug host marks every node stale).
+        ``after_checkpoint(now_ms)`` right after each checkpoint, between steps:
+        the one moment the journal may be compacted (the checkpoint matches
+        its end)."""
         self.engine = engine
         self.table = engine.table
         self.source = source
@@ -114,6 +118,7 @@ class Pipeline:
         self.checkpoint = checkpoint
         self.metrics = metrics
         self.config = config
+        self.after_checkpoint = after_checkpoint
         self.on_alarm_outcome = on_alarm_outcome
         self.on_connection_lost = on_connection_lost
         self.clock = clock
@@ -264,8 +269,11 @@ class Pipeline:
             self.metrics.dead_letters_dropped.labels(refused).inc()
 
     def dead_letter_refused(self, batch: ReadingBatch, detail: str) -> None:
-        """Readings the store refused (a 4xx): one dead letter naming them."""
-        ids = sorted({self.table.ids[s] for s in batch.sensor.tolist()})
+        """Readings the store refused (a 4xx), or spooled readings it may never
+        have (their sensor left the config): one dead letter naming them. Rows
+        outside the sensor table (-1: no row today) are named in ``detail``."""
+        rows = len(self.table.ids)
+        ids = sorted({self.table.ids[s] for s in batch.sensor.tolist() if 0 <= s < rows})
         self._publish_dead_letter(orjson.dumps({
             "topic": None, "reason": "store_refused", "detail": detail,
             "readings": len(batch), "sensors": ids[:100],
@@ -287,21 +295,28 @@ class Pipeline:
         return step.outcome
 
     def _after_commit(self, step: Step) -> None:
-        """Checkpoint (fsync; the journal already is), then announce.
+        """Announce (recording the notifications, fsync), then checkpoint (fsync).
 
-        Journal and checkpoint are both durable before the readings behind
-        them are acknowledged (the caller acks after this returns).
+        The journal is durable already (the engine fsynced it). The outbox is
+        synced by ``on_alarm_outcome`` before the checkpoint moves past the
+        records, and both before the readings behind them are acknowledged
+        (the caller acks after this returns): a crash before the outbox sync
+        leaves the checkpoint behind, so the journal is cut back at start-up,
+        the broker redelivers the readings, and the records and their
+        notifications are produced again (notify.outbox).
         """
         outcome = step.outcome
         for e in outcome.events:
             self.metrics.alarm_events.labels(e.action).inc()
-        if step.state_moved:
-            self.checkpoint.save(self.engine.snapshot())
         if outcome or outcome.events:
             if self.on_alarm_outcome is not None:
                 self.on_alarm_outcome(outcome)
             if outcome.events:
                 self.writer.submit_alarm_events(outcome.events)
+        if step.state_moved:
+            self.checkpoint.save(self.engine.snapshot())
+            if self.after_checkpoint is not None:
+                self.after_checkpoint(int(self.clock() * 1000))
 
     async def flush(self) -> None:
         """Detect, journal, checkpoint, announce, and hand the batch to the writer."""

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 
 import orjson
@@ -34,12 +35,30 @@ from notify.messages import (
     risk_data,
     system_data,
 )
+from notify.outbox import Delivery, Outbox
 from notify.webhooks import WebhookNotifier
 
-__all__ = ["FireControlChannel", "MqttStateChannel", "Publish", "SseChannel", "WebhookChannel"]
+__all__ = ["FireControlChannel", "MqttStateChannel", "Publish", "SseChannel", "WebhookChannel",
+           "outbox_publish"]
 
 Publish = Callable[[str, bytes, int, bool], None]
 """``publish(topic, payload, qos, retain)`` on the plant's broker."""
+
+
+def outbox_publish(outbox: Outbox, clock: Callable[[], float] = time.time) -> Publish:
+    """A :data:`Publish` that records each message in the outbox's ``mqtt`` lane.
+
+    The service gives this to :class:`MqttStateChannel` and
+    :class:`FireControlChannel`, so retained alarm states and fire-control
+    notices reach the broker at least once, even across a crash.
+    """
+
+    def publish(topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        kind = topic.split("/", 2)[1] if topic.count("/") >= 1 else "mqtt"
+        outbox.add(Delivery.make("mqtt", kind, payload, int(clock() * 1000), topic=topic,
+                                 qos=qos, retain=retain))
+
+    return publish
 
 
 class _Sites:

@@ -81,8 +81,9 @@ async def test_leak_lifecycle_on_mqtt_sse_and_webhook(mosquitto: Any, tmp_path: 
     try:
         async with running_service(settings) as service:
             assert service.settings.alarms_file() == PLANT_FILE.parent / "alarms.yaml"
-            token = service.tokens.create("wang", "operator", int(time.time() * 1000))
-            viewer = service.tokens.create("guest", "viewer", int(time.time() * 1000))
+            now_ms = int(time.time() * 1000)
+            token = service.tokens.create("wang", "operator", now_ms).get_secret_value()
+            viewer = service.tokens.create("guest", "viewer", now_ms).get_secret_value()
             base = f"http://127.0.0.1:{service.api_port}"
             events: list[tuple[str, dict[str, Any]]] = []
             connected = asyncio.Event()
@@ -140,9 +141,12 @@ async def test_leak_lifecycle_on_mqtt_sse_and_webhook(mosquitto: Any, tmp_path: 
 
             # MQTT: retained current state per point, in lifecycle order.
             topic = f"plantwatch/alarms/nanhai/{AREA}/{SENSOR}/h"
+            hh_topic = topic.removesuffix("h") + "hh"
             await until(lambda: watcher.states(topic)[-1:] == ["normal"], 10, "MQTT normal")
+            # the outbox's broker lane delivers in order, each confirmed by the broker
+            await until(lambda: watcher.states(hh_topic)[-1:] == ["normal"], 10, "hh normal")
             assert _dedup(watcher.states(topic)) == ["unack", "ack", "normal"]
-            assert _dedup(watcher.states(topic.removesuffix("h") + "hh")) == [
+            assert _dedup(watcher.states(hh_topic)) == [
                 "unack", "ack", "latched", "normal"]
             fire = watcher.on("plantwatch/fire-control/nanhai")
             assert {(m["alarm_id"], m["change"]) for m in fire} >= {(hh, "raised")}

@@ -12,15 +12,11 @@ import asyncio
 import itertools
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -30,6 +26,7 @@ from model.sensor_table import SensorTable
 from simulators import LeakSpec, MqttPublisher, PlantSimulator, run_simulation
 from simulators.gateway_json import encode_gateway_message, gateway_topic
 from store.influx import InfluxStore
+from tests.service_process import ServiceProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANT_FILE = ROOT / "config" / "plant.yaml"
@@ -38,54 +35,6 @@ LEAK_AREA = "tf-group-a"
 _ids = itertools.count(1)
 
 pytestmark = pytest.mark.servers
-
-
-class ServiceProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.port = int(env["PLANTWATCH_API__PORT"])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "plantwatch", "run"], env=self.env, cwd=ROOT,
-                stdout=out, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"service exited:\n{self.log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"service not healthy in 30 s:\n{self.log.read_text()[-3000:]}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def get(self, path: str, **params: Any) -> Any:
-        r = httpx.get(f"{self.url}{path}", params=params, timeout=30)
-        assert r.status_code == 200, r.text
-        return r.json()
 
 
 def influx_count(url: str, db: str) -> int:
@@ -99,14 +48,6 @@ def influx_count(url: str, db: str) -> int:
             await store.close()
 
     return asyncio.run(count())
-
-
-def wait_for(cond: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def stream_plant(broker_url: str, sim: PlantSimulator, start_ms: int, seconds: float,
@@ -149,7 +90,8 @@ def test_sigkill_mid_stream_loses_nothing_and_keeps_alarms(
         "PLANTWATCH_INFLUXDB__DATABASE": db,
         "PLANTWATCH_API__PORT": str(free_port()),
     }
-    service = ServiceProcess(env, tmp_path / "service.log")
+    service = ServiceProcess(int(env["PLANTWATCH_API__PORT"]), tmp_path / "service.log",
+                             env=env)
     service.start()
     try:
         # Phase 1: a leak raises alarms that then stay active (the gas stays high).
