@@ -8,6 +8,9 @@ instant were not acknowledged and are redelivered by the broker.
 
 State arrays are stored with the sensor ids they belong to, so a config that
 adds, removes or reorders sensors keeps the state of the sensors it kept.
+
+The file is owner-only (mode 0600, whatever the umask): the temporary file is
+created so, and the rename keeps its mode. A directory it creates is 0700.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ __all__ = ["CheckpointFile"]
 class CheckpointFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def save(self, snapshot: Snapshot) -> None:
         buf = io.BytesIO()
@@ -39,7 +42,9 @@ class CheckpointFile:
         }
         np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as fh:
+            os.fchmod(fd, 0o600)  # a leftover temporary file keeps its old mode otherwise
             fh.write(buf.getvalue())
             fh.flush()
             os.fsync(fh.fileno())

@@ -1,20 +1,43 @@
-"""Prometheus metrics of the pipeline, on a registry of its own (no global state)."""
+"""Prometheus metrics of the pipeline, on a registry of its own (no global state).
+
+Every metric of ours is named ``plantwatch_...``. The registry also carries
+prometheus_client's process and platform collectors under their standard names
+(``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
+``process_open_fds``, ``python_info``, ...), which dashboards and alert rules
+expect as they are.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = ["IngestMetrics", "SourceCollector"]
 
 
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("plantwatch")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown"
+
 class _CountingSource(Protocol):
     takeovers: int
     disconnects: int
+    connected: bool
 
 
 class SourceCollector(Collector):
@@ -31,6 +54,9 @@ class SourceCollector(Collector):
             value=self.source.takeovers)
         yield CounterMetricFamily("plantwatch_mqtt_disconnects", "Broker connections lost",
                                   value=self.source.disconnects)
+        yield GaugeMetricFamily("plantwatch_broker_connected",
+                                "1 while the MQTT broker connection is up",
+                                value=1 if self.source.connected else 0)
 
 
 class IngestMetrics:
@@ -39,6 +65,12 @@ class IngestMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # Every name starts plantwatch_, the process's own figures too
+        # (plantwatch_process_resident_memory_bytes, ..._cpu_seconds_total).
+        ProcessCollector(namespace="plantwatch", registry=r)
+        build = Gauge("plantwatch_build_info", "The running release (always 1)",
+                      ["version", "python"], registry=r)
+        build.labels(_version(), platform.python_version()).set(1)
         self.messages_received = Counter(
             "plantwatch_messages_received", "MQTT messages received", registry=r
         )
@@ -88,6 +120,20 @@ class IngestMetrics:
         )
         self.spool_readings = Gauge(
             "plantwatch_spool_readings", "Readings in the spool waiting for the store", registry=r
+        )
+        self.spool_bytes = Gauge(
+            "plantwatch_spool_bytes", "Size of the spool file (capped by ingest.spool_max_bytes)",
+            registry=r,
+        )
+        self.spool_full = Gauge(
+            "plantwatch_spool_full",
+            "1 while the spool is at its cap: readings are held unacknowledged at the broker",
+            registry=r,
+        )
+        self.spool_readings_refused = Counter(
+            "plantwatch_spool_readings_refused",
+            "Spooled readings not stored on replay, by reason (sensor_left_config, "
+            "old_format_table_changed, record_damaged); dead-lettered", ["reason"], registry=r,
         )
         self.store_up = Gauge("plantwatch_store_up", "1 when the last store write succeeded",
                               registry=r)

@@ -4,11 +4,22 @@ A job is a batch plus what to do once it is durable (acknowledge its MQTT
 messages). A batch is durable when the store took it, or when it was appended
 and fsynced to the spool. While the spool holds anything, new batches go to
 the spool too, so the store receives readings in the order they came; a
-drainer replays the spool with jittered exponential backoff (the one place
-that retries the store). Concurrency towards the store is bounded
-(``concurrency`` writers over the store's own bounded connection pool).
-A writer that finds more jobs queued behind its own takes them too, up to
-``coalesce_readings`` readings, and writes them as one (group commit).
+drainer replays the spool a bounded chunk at a time with jittered exponential
+backoff (the one place that retries the store). Spooled readings whose sensor
+left the plant config since they were spooled are dead-lettered through
+``on_refused`` and counted, and the rest of the spool goes on.
+
+Concurrency towards the store is bounded (``concurrency`` writers over the
+store's own bounded connection pool). A writer that finds more jobs queued
+behind its own takes them too, up to ``coalesce_readings`` readings, and
+writes them as one (group commit).
+
+Back-pressure: when the spool is full (its size cap) or the disk refuses it,
+the writer holds the jobs it has, unacknowledged, and waits: for the drain to
+free the spool, or a backoff before trying the disk again. Nothing is dropped
+and nothing spins; its bounded queue fills, ``submit`` waits, the pipeline
+stops taking messages, and the broker keeps the rest (QoS 1, persistent
+session) until the writer takes jobs again.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ingest.metrics import IngestMetrics
-from ingest.spool import Spool
+from ingest.spool import RefusedReadings, Spool, SpoolFull
 from model.alarm_events import AlarmEvent
 from model.batch import ReadingBatch
 from store.backoff import Backoff
@@ -57,7 +68,13 @@ class StoreWriter:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         on_refused: Callable[[ReadingBatch, str], None] | None = None,
+        replay_readings: int = 400_000,
     ) -> None:
+        """``on_refused(batch, detail)`` is told of readings that will never be
+        stored (a store 4xx, or spooled readings of a sensor no longer in the
+        config: their ``batch.sensor`` is -1 and ``detail`` names the ids).
+        ``replay_readings``: about how many spooled readings one replay write
+        carries (the memory replay needs is bounded by it)."""
         self.store = store
         self.spool = spool
         self.metrics = metrics
@@ -66,13 +83,19 @@ class StoreWriter:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.on_refused = on_refused
+        self.replay_readings = replay_readings
         self.store_up = True
         self._jobs: asyncio.Queue[WriteJob] = asyncio.Queue(queue_size)
         self._alarm_events: asyncio.Queue[list[AlarmEvent]] = asyncio.Queue(1000)
         self._spool_wake = asyncio.Event()
         if not spool.empty:
             self._spool_wake.set()
-        metrics.spool_readings.set(spool.readings)
+        self._held = 0
+        self._spool_room = asyncio.Event()
+        """Set while the spool may take an append; cleared when it refused one as full."""
+        if not spool.full:
+            self._spool_room.set()
+        self._spool_gauges()
         metrics.store_up.set(1)
 
     async def submit(self, job: WriteJob) -> None:
@@ -97,28 +120,85 @@ class StoreWriter:
         await self._jobs.join()
 
     async def run(self) -> None:
+        if self.spool.set_aside is not None:
+            # Old-format readings the spool could not tie to sensors on open: said
+            # here, once on_refused is wired.
+            self._refused_from_spool(self.spool.set_aside)
+            self.spool.set_aside = None
         async with asyncio.TaskGroup() as tg:
             for i in range(self.concurrency):
                 tg.create_task(self._write_jobs(), name=f"store-writer-{i}")
             tg.create_task(self._drain_spool(), name="spool-drainer")
             tg.create_task(self._write_alarm_events(), name="alarm-event-writer")
 
-    def _to_spool(self, jobs: list[WriteJob]) -> None:
-        """Spool the jobs' readings and acknowledge them; if even the spool fails
-        (disk full), leave them unacknowledged: the broker keeps them and
-        delivers them again."""
+    @property
+    def held(self) -> int:
+        """Readings the writer holds unacknowledged because the spool cannot take them."""
+        return self._held
+
+    def _spool_gauges(self) -> None:
+        self.metrics.spool_readings.set(self.spool.readings)
+        self.metrics.spool_bytes.set(self.spool.bytes)
+        self.metrics.spool_full.set(1 if self.spool.full else 0)
+
+    def _try_spool(self, jobs: list[WriteJob]) -> SpoolError | None:
+        """Spool the jobs' readings and acknowledge them; None when done, else
+        why the spool did not take them (they are not acknowledged)."""
         batch = _readings_of(jobs)
         try:
             self.spool.append(batch)
         except SpoolError as exc:
-            log.error("%s; %d readings left unacknowledged at the broker", exc, len(batch))
-            self.metrics.store_write_errors.labels("spool").inc()
-            return
+            if isinstance(exc, SpoolFull):
+                self._spool_room.clear()
+            self._spool_gauges()
+            return exc
         self.metrics.readings_spooled.inc(len(batch))
-        self.metrics.spool_readings.set(self.spool.readings)
+        self._spool_gauges()
         self._spool_wake.set()
         for job in jobs:
             job.on_durable()
+        return None
+
+    async def _deliver(self, jobs: list[WriteJob]) -> None:
+        """Make the jobs durable, in the store or the spool, and acknowledge them.
+
+        Returns only once they are (or were refused by the store and
+        dead-lettered). While the spool cannot take them they are held:
+        unacknowledged, the writer waiting on the drain (spool full) or on a
+        backoff (the disk refused), never in a busy loop.
+        """
+        backoff: Backoff | None = None
+        holding = False
+        try:
+            while True:
+                if not self._spooling:
+                    if await self._write_to_store(jobs):
+                        return
+                    continue  # the store went away: spool them
+                refused = self._try_spool(jobs)
+                if refused is None:
+                    return
+                n = sum(len(j.batch) for j in jobs)
+                if not holding:
+                    holding = True
+                    self._held += n
+                    log.error("%s; %d readings held unacknowledged (the broker keeps the "
+                              "rest) until the spool takes them", refused, n)
+                if isinstance(refused, SpoolFull):
+                    self.metrics.store_write_errors.labels("spool_full").inc()
+                    await self._spool_room.wait()
+                else:
+                    self.metrics.store_write_errors.labels("spool").inc()
+                    backoff = backoff or Backoff(self.backoff_initial_s, self.backoff_max_s)
+                    await asyncio.sleep(backoff.next())
+                    # With nothing spooled, order allows the store: it may be back
+                    # while the disk is not (the drainer, which says so, sleeps).
+                    if self.spool.empty and await self._write_to_store(jobs):
+                        self._mark_up()
+                        return
+        finally:
+            if holding:
+                self._held -= sum(len(j.batch) for j in jobs)
 
     @property
     def _spooling(self) -> bool:
@@ -149,23 +229,21 @@ class StoreWriter:
             jobs = self._take_jobs(await self._jobs.get())
             try:
                 self.metrics.writer_queue_depth.set(self._jobs.qsize())
-                if self._spooling:
-                    self._to_spool(jobs)
-                    continue
-                await self._write_to_store(jobs)
+                await self._deliver(jobs)
             finally:
                 for _ in jobs:
                     self._jobs.task_done()
 
-    async def _write_to_store(self, jobs: list[WriteJob]) -> None:
+    async def _write_to_store(self, jobs: list[WriteJob]) -> bool:
+        """Write the jobs to the store and acknowledge them: True. False when the
+        store is away (marked down; the caller spools them)."""
         batch = _readings_of(jobs)
         started = time.perf_counter()
         try:
             await self.store.write(batch)
         except StoreUnavailable as exc:
             self._mark_down(exc)
-            self._to_spool(jobs)
-            return
+            return False
         except StoreRejected as exc:
             if len(jobs) > 1:
                 # Find the refused flush: write the merged jobs one by one
@@ -173,23 +251,20 @@ class StoreWriter:
                 # the store is away or the spool holds anything, the rest go to
                 # the spool behind it, as any job would.
                 for job in jobs:
-                    if self._spooling:
-                        self._to_spool([job])
-                    else:
-                        await self._write_to_store([job])
-                return
+                    await self._deliver([job])
+                return True
             self._refused(batch, exc)
             jobs[0].on_durable()
-            return
+            return True
         except Exception as exc:  # a store bug must not stop ingest
             log.exception("unexpected error from the store; spooling")
             self._mark_down(exc)
-            self._to_spool(jobs)
-            return
+            return False
         self.metrics.store_write_seconds.observe(time.perf_counter() - started)
         self.metrics.readings_stored.inc(len(batch))
         for job in jobs:
             job.on_durable()
+        return True
 
     def _mark_down(self, exc: Exception) -> None:
         if self.store_up:
@@ -198,12 +273,26 @@ class StoreWriter:
         self.metrics.store_up.set(0)
         self.metrics.store_write_errors.labels("unavailable").inc()
 
+    def _mark_up(self) -> None:
+        if not self.store_up:
+            log.info("store is back")
+        self.store_up = True
+        self.metrics.store_up.set(1)
+
     def _refused(self, batch: ReadingBatch, exc: Exception) -> None:
         log.error("store refused %d readings: %s", len(batch), exc)
         self.metrics.store_write_errors.labels("refused").inc()
         self.metrics.readings_refused_by_store.inc(len(batch))
         if self.on_refused is not None:
             self.on_refused(batch, str(exc))
+
+    def _refused_from_spool(self, gone: RefusedReadings) -> None:
+        """Spooled readings that cannot be stored (their sensor left the config, an
+        old-format record under a changed table): logged, counted, dead-lettered."""
+        log.error("%s: %s", gone.reason, gone.detail)
+        self.metrics.spool_readings_refused.labels(gone.reason).inc(gone.count)
+        if self.on_refused is not None and gone.count:
+            self.on_refused(gone.batch, f"{gone.reason}: {gone.detail}")
 
     async def _drain_spool(self) -> None:
         backoff = Backoff(self.backoff_initial_s, self.backoff_max_s)
@@ -212,10 +301,13 @@ class StoreWriter:
             self._spool_wake.clear()
             while not self.spool.empty:
                 # Large peeks: the store splits them over its connection pool, so
-                # the spool drains faster than live traffic arrives.
-                batch, offset = self.spool.peek(max_readings=400_000)
+                # the spool drains faster than live traffic arrives. Bounded: the
+                # spool reads only the records of this chunk.
+                chunk = self.spool.peek(max_readings=self.replay_readings)
+                batch = chunk.readings
                 try:
-                    await self.store.write(batch)
+                    if len(batch):
+                        await self.store.write(batch)
                 except (StoreUnavailable, OSError) as exc:
                     self._mark_down(exc)
                     await asyncio.sleep(backoff.next())
@@ -224,8 +316,12 @@ class StoreWriter:
                     self._refused(batch, exc)
                 else:
                     self.metrics.readings_stored.inc(len(batch))
-                self.spool.commit(offset, len(batch))
-                self.metrics.spool_readings.set(self.spool.readings)
+                for gone in chunk.refused:
+                    self._refused_from_spool(gone)
+                self.spool.commit(chunk.end, chunk.count)
+                if not self.spool.full:
+                    self._spool_room.set()
+                self._spool_gauges()
                 backoff.reset()
             if not self.store_up:
                 log.info("store is back; spool drained")

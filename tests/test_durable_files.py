@@ -13,6 +13,8 @@ from ingest.spool import Spool
 from model.alarm_events import AlarmEvent
 from model.batch import ReadingBatch
 
+SENSOR_IDS = ["S-0", "S-1", "S-2", "S-3", "S-4"]
+
 
 def batch(n: int, start: int = 0) -> ReadingBatch:
     return ReadingBatch.from_columns(
@@ -21,45 +23,47 @@ def batch(n: int, start: int = 0) -> ReadingBatch:
 
 
 def test_spool_round_trip_in_order(tmp_path) -> None:
-    spool = Spool(tmp_path / "spool.bin")
+    spool = Spool(tmp_path / "spool.bin", SENSOR_IDS)
     assert spool.empty
     spool.append(batch(10))
     spool.append(batch(5, start=100))
     assert spool.readings == 15
-    got, offset = spool.peek(max_readings=12)
+    chunk = spool.peek(max_readings=12)
+    got = chunk.readings
     assert got.ts.tolist() == list(range(10)) + list(range(100, 105))  # whole records only
     np.testing.assert_array_equal(got.value[:10], batch(10).value)
-    spool.commit(offset, len(got))
+    spool.commit(chunk.end, chunk.count)
     assert spool.empty and spool.readings == 0
     assert (tmp_path / "spool.bin").stat().st_size == 0
     spool.close()
 
 
 def test_spool_partial_commit_then_reopen_replays_all(tmp_path) -> None:
-    spool = Spool(tmp_path / "s.bin")
+    spool = Spool(tmp_path / "s.bin", SENSOR_IDS)
     spool.append(batch(3))
     spool.append(batch(4, start=10))
-    first, offset = spool.peek(max_readings=1)
-    assert len(first) == 3
-    spool.commit(offset, len(first))
+    first = spool.peek(max_readings=1)
+    assert len(first.readings) == 3
+    spool.commit(first.end, first.count)
     assert not spool.empty and spool.readings == 4
     spool.close()
-    again = Spool(tmp_path / "s.bin")  # after a crash: replay from the start (dupes overwrite)
+    # after a crash: replay from the start (dupes overwrite)
+    again = Spool(tmp_path / "s.bin", SENSOR_IDS)
     assert again.readings == 7
-    everything, _ = again.peek()
+    everything = again.peek().readings
     assert everything.ts.tolist() == [0, 1, 2, 10, 11, 12, 13]
     again.close()
 
 
 def test_spool_cuts_a_torn_record(tmp_path) -> None:
     path = tmp_path / "s.bin"
-    spool = Spool(path)
+    spool = Spool(path, SENSOR_IDS)
     spool.append(batch(3))
     spool.close()
     whole = path.stat().st_size
     with open(path, "ab") as fh:
         fh.write(b"PWS1\x05\x00\x00\x00garbage")
-    reopened = Spool(path)
+    reopened = Spool(path, SENSOR_IDS)
     assert reopened.torn_bytes_dropped > 0
     assert path.stat().st_size == whole
     assert reopened.readings == 3
@@ -193,7 +197,7 @@ def test_alarms_restored_without_checkpoint_clear_normally() -> None:
 
 def test_spool_skips_a_corrupt_record_in_the_middle(tmp_path) -> None:
     path = tmp_path / "s.bin"
-    spool = Spool(path)
+    spool = Spool(path, SENSOR_IDS)
     spool.append(batch(3))
     first_end = path.stat().st_size
     spool.append(batch(4, start=10))
@@ -202,9 +206,9 @@ def test_spool_skips_a_corrupt_record_in_the_middle(tmp_path) -> None:
     raw = bytearray(path.read_bytes())
     raw[first_end + 20] ^= 0xFF  # damage the second record's body
     path.write_bytes(bytes(raw))
-    reopened = Spool(path)
+    reopened = Spool(path, SENSOR_IDS)
     assert reopened.torn_bytes_dropped > 0
     assert reopened.readings == 5
-    kept, _ = reopened.peek()
+    kept = reopened.peek().readings
     assert kept.ts.tolist() == [0, 1, 2, 20, 21]  # the records after the damage survive
     reopened.close()

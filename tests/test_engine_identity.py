@@ -94,7 +94,7 @@ async def live_journal(config: AlarmConfig, tmp_path: Path
     source = MemorySource()
     store = SQLiteStore(tmp_path / "readings.sqlite3", table)
     metrics = IngestMetrics()
-    spool = Spool(tmp_path / "spool.bin")
+    spool = Spool(tmp_path / "spool.bin", table.ids)
     writer = StoreWriter(store, spool, metrics)
     pipeline = Pipeline(engine=engine, source=source, writer=writer,
                         checkpoint=CheckpointFile(tmp_path / "detectors.npz"), metrics=metrics,

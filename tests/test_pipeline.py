@@ -106,7 +106,7 @@ class Rig:
         self.source = MemorySource()
         self.store = store or SwitchableStore(tmp_path / "db.sqlite3", table)
         self.metrics = IngestMetrics()
-        self.spool = Spool(tmp_path / "spool.bin")
+        self.spool = Spool(tmp_path / "spool.bin", table.ids)
         self.journal = AlarmJournal(tmp_path / "alarms.jsonl")
         self.checkpoint = CheckpointFile(tmp_path / "det.npz")
         self.detector = DetectorSuite(table, groups=groups)

@@ -65,7 +65,7 @@ def stored_values(store: GatedStore) -> list[float]:
 
 @pytest.fixture
 def spool(tmp_path: Path) -> Iterator[Spool]:
-    spool = Spool(tmp_path / "spool.bin")
+    spool = Spool(tmp_path / "spool.bin", [f"S-{i}" for i in range(BAD_SENSOR + 1)])
     yield spool
     spool.close()
 
