@@ -1,7 +1,10 @@
 """Alarm management over HTTP: operator actions, audit trail, floods, KPIs, risk, hazards.
 
-Reads are open, like the rest of the API (the control-room screens use
-them). Every write needs a bearer token (:mod:`api.auth`): operators
+Reads are open unless ``api.require_token_for_reads`` is set (then they need
+a viewer token or higher); a read that comes with a token is filtered to the
+token's scope (:mod:`api.scopes`). Every write needs a bearer token
+(:mod:`api.auth`) whose scope covers its target (403 naming the target and the
+scope otherwise): operators
 acknowledge, shelve (with a reason), unshelve, reset and report or progress
 hazards; engineers also take alarms out of service and enable or disable
 suppression rules. Each accepted action is journaled with who, when and why
@@ -22,8 +25,9 @@ from alarms.kpi import compute_kpis, parse_scope, posts_in_scope
 from alarms.lifecycle import ActionInvalid, AlarmActionError, UnknownTarget
 from alarms.records import ActionName, Record, action_record, suppression_record, tick_record
 from alarms.system import AlarmSystem, Outcome
-from api.auth import Principal, TokenStore, require_role
+from api.auth import Principal, TokenStore, optional_reader, require_role
 from api.models import AlarmOut
+from api.scopes import PlantPlaces, ScopeView
 from api.timeparse import TimeParamError, parse_duration_ms, parse_time_ms
 from model.plant import PlantConfig
 
@@ -97,18 +101,50 @@ def action_error_status(exc: AlarmActionError) -> int:
     return 409
 
 
+def out_of_scope(view: ScopeView, what: str) -> HTTPException:
+    """The 403 of a target outside the caller's scope, naming both."""
+    return HTTPException(status_code=403, detail=f"{what} is outside the scope of this "
+                         f"token: {view.describe()}; ask an admin for a token that covers it")
+
+
 def alarm_router(
     plant: PlantConfig,
     alarms: AlarmSystem,
     tokens: TokenStore,
     commit: Commit,
     clock_ms: Callable[[], int],
+    *,
+    reads_need_token: bool = False,
 ) -> APIRouter:
     """The alarm-management routes, bound to the running alarm system."""
     router = APIRouter(prefix="/api/v1")
-    operator = Annotated[Principal, Depends(require_role(tokens, "operator"))]
-    engineer = Annotated[Principal, Depends(require_role(tokens, "engineer"))]
+    places = PlantPlaces.of(plant)
+    operator = Annotated[Principal, Depends(require_role(tokens, "operator", clock_ms))]
+    engineer = Annotated[Principal, Depends(require_role(tokens, "engineer", clock_ms))]
+    reader = Annotated[Principal | None,
+                       Depends(optional_reader(tokens, reads_need_token, clock_ms))]
     manager = alarms.manager
+
+    def view_of(who: Principal | None) -> ScopeView:
+        return ScopeView(places, who)
+
+    def check_alarm(view: ScopeView, alarm_id: str) -> None:
+        """403 unless the alarm (or, before it is first seen, its sensor) is in scope."""
+        if view.everything:
+            return
+        point = manager.get(alarm_id)
+        if point is not None:
+            if not view.covers_point(point):
+                raise out_of_scope(view, f"alarm {alarm_id!r} (workshop {point.workshop!r}, "
+                                         f"post {point.post!r})")
+        elif not view.covers_sensor(alarm_id.rpartition(":")[0]):
+            raise out_of_scope(view, f"alarm {alarm_id!r}")
+
+    def check_hazard(view: ScopeView, hazard: Any, what: str) -> None:
+        if not view.covers_hazard(hazard):
+            get = hazard.get if isinstance(hazard, dict) else (lambda k: getattr(hazard, k))
+            where = ", ".join(f"{k} {get(k)!r}" for k in ("sensor", "area", "post") if get(k))
+            raise out_of_scope(view, f"{what} ({where or 'plant-wide: no sensor, area or post'})")
 
     def point_out(alarm_id: str) -> AlarmOut:
         point = manager.get(alarm_id)
@@ -118,6 +154,7 @@ def alarm_router(
 
     def run_action(action: ActionName, alarm_id: str, who: Principal,
                    **fields: Any) -> AlarmOut:
+        check_alarm(view_of(who), alarm_id)
         now = clock_ms()
         # Let alarm time catch up first (a shelve that just expired, a flood that
         # just ended), so the action is judged on the state it will meet.
@@ -132,8 +169,9 @@ def alarm_router(
         return point_out(alarm_id)
 
     @router.get("/alarms/{alarm_id}", tags=["alarms"])
-    async def get_alarm(alarm_id: str) -> AlarmOut:
+    async def get_alarm(alarm_id: str, who: reader) -> AlarmOut:
         """One alarm point with its state, overlays and rationalization."""
+        check_alarm(view_of(who), alarm_id)
         return point_out(alarm_id)
 
     @router.post("/alarms/{alarm_id}/ack", tags=["alarm actions"])
@@ -167,28 +205,53 @@ def alarm_router(
 
     @router.get("/audit", tags=["alarm actions"])
     async def audit(
+        who: reader,
         alarm_id: str | None = None,
         start: str | None = None,
         end: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[dict[str, Any]]:
-        """Operator and engineer actions (who, when, why, state after), newest last."""
+        """Operator and engineer actions (who, when, why, state after) and escalations
+        (``type: escalation``: level, to whom), newest last."""
         now = clock_ms()
         lo = _time(start, now, "start") or 0
         hi = _time(end, now, "end") or now + 1
+        view = view_of(who)
+        rules = {r["id"]: r for r in manager.rules()}
+
+        def in_scope(row: dict[str, Any]) -> bool:
+            if view.everything:
+                return True
+            if row.get("alarm_id"):
+                point = manager.get(str(row["alarm_id"]))
+                return (view.covers_point(point) if point is not None
+                        else view.covers_sensor(str(row["alarm_id"]).rpartition(":")[0]))
+            rule = rules.get(str(row.get("rule_id")))
+            return rule is not None and view.touches_rule(rule)
+
         rows = [r for r in manager.audit
-                if lo <= int(r["ts"]) < hi and (alarm_id is None or r.get("alarm_id") == alarm_id)]
+                if lo <= int(r["ts"]) < hi and (alarm_id is None or r.get("alarm_id") == alarm_id)
+                and in_scope(r)]
         return rows[-limit:]
 
     @router.get("/suppressions", tags=["alarm actions"])
-    async def suppressions() -> list[dict[str, Any]]:
+    async def suppressions(who: reader) -> list[dict[str, Any]]:
         """Suppression-by-design rules: their condition, and whether each is in force."""
-        return manager.rules()
+        view = view_of(who)
+        return [r for r in manager.rules() if view.touches_rule(r)]
 
     @router.post("/suppressions/{rule_id}", tags=["alarm actions"])
     async def set_suppression(rule_id: str, body: SuppressionBody, who: engineer
                               ) -> dict[str, Any]:
-        """Enable or disable a suppression rule (engineer; reason required)."""
+        """Enable or disable a suppression rule (engineer; reason required). A token
+        limited to some workshops or posts may toggle only a rule whose every area
+        and sensor is in its scope (a rule naming none acts plant-wide)."""
+        view = view_of(who)
+        rule = next((r for r in manager.rules() if r["id"] == rule_id), None)
+        if rule is not None and not view.covers_rule(rule):
+            places_named = ", ".join([*rule.get("areas", []), *rule.get("sensors", [])])
+            raise out_of_scope(view, f"suppression rule {rule_id!r} "
+                                     f"({places_named or 'plant-wide'})")
         record = suppression_record(rule_id, body.enabled, by=who.name, role=who.role,
                                     ts=clock_ms(), reason=body.reason)
         try:
@@ -199,27 +262,38 @@ def alarm_router(
         return next(r for r in manager.rules() if r["id"] == rule_id)
 
     @router.get("/floods", tags=["kpi"])
-    async def floods() -> dict[str, Any]:
-        """Posts in flood now (with the alarms held back), and every flood so far."""
+    async def floods(who: reader) -> dict[str, Any]:
+        """Posts in flood now (with the alarms held back), and every flood so far; a
+        token limited to some workshops or posts sees only its posts' floods."""
+        view = view_of(who)
         return {
-            "open": manager.flood_summary(),
+            "open": [f for f in manager.flood_summary() if view.covers_post(f["post"])],
             "history": [{"post": f.post, "start_ts": f.start_ts, "end_ts": f.end_ts,
-                         "held_back": f.held_back} for f in manager.flood_history()],
+                         "held_back": f.held_back} for f in manager.flood_history()
+                        if view.covers_post(f.post)],
         }
 
     @router.get("/kpi", tags=["kpi"])
     async def kpi(
+        who: reader,
         scope: Annotated[str, Query(description="post:<id>, team:<id>, workshop:<id> or "
                                     "enterprise")] = "enterprise",
         start: Annotated[str, Query(description="Default: 24 h before end.")] = "-24h",
         end: str = "now",
     ) -> dict[str, Any]:
-        """Alarm KPIs of a scope beside the EEMUA 191 / ISA-18.2 targets."""
+        """Alarm KPIs of a scope beside the EEMUA 191 / ISA-18.2 targets. A token
+        limited to some workshops or posts gets its own posts of the scope asked for
+        (`enterprise`: all of its posts); a scope with none of them is refused (403)."""
         now = clock_ms()
         try:
             posts = posts_in_scope(plant, parse_scope(scope))
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
+        view = view_of(who)
+        if not view.everything:
+            posts = [p for p in posts if view.covers_post(p)]
+            if not posts:
+                raise out_of_scope(view, f"KPI scope {scope!r}")
         end_ms = _time(end, now, "end")
         start_ms = _time(start, now, "start")
         assert start_ms is not None and end_ms is not None
@@ -232,48 +306,59 @@ def alarm_router(
             chatter_count=policy.chatter_count, chatter_window_ms=policy.chatter_window_ms,
             stale_ms=policy.stale_ms, fleeting_ms=policy.fleeting_ms,
         )
-        return {"scope": scope, **report.to_dict()}
+        shown = scope if view.everything else f"{scope} within {view.scope.describe()}"
+        return {"scope": shown, "posts": posts, **report.to_dict()}
 
     @router.get("/risk", tags=["risk"])
-    async def risk() -> dict[str, Any]:
+    async def risk(who: reader) -> dict[str, Any]:
         """Every area's live risk colour (red > orange > yellow > blue) with the reasons."""
         now = clock_ms()
+        view = view_of(who)
         grades = alarms.grades(now)
         return {
             "ts": now,
-            "areas": [g.to_dict() for g in grades.values()],
-            "periods_in_force": [p.id for p in alarms.periods_in_force(now)],
+            "areas": [g.to_dict() for g in grades.values() if view.covers_area(g.area)],
+            "periods_in_force": [p.id for p in alarms.periods_in_force(now)
+                                 if not p.areas or any(view.covers_area(a) for a in p.areas)],
         }
 
     @router.get("/periods", tags=["risk"])
-    async def periods() -> list[dict[str, Any]]:
-        """Important periods (重要时段) from config, and which are in force now."""
+    async def periods(who: reader) -> list[dict[str, Any]]:
+        """Important periods (重要时段) from config, and which are in force now
+        (those of the whole plant and those of the caller's areas)."""
         now = clock_ms()
+        view = view_of(who)
         in_force = {p.id for p in alarms.periods_in_force(now)}
         return [{**p.model_dump(mode="json"), "in_force": p.id in in_force}
-                for p in alarms.periods]
+                for p in alarms.periods
+                if not p.areas or any(view.covers_area(a) for a in p.areas)]
 
     @router.get("/hazards", tags=["hazards"])
     async def list_hazards(
+        who: reader,
         status: Literal["reported", "assigned", "rectifying", "verified", "closed"] | None = None,
         open_only: bool = False,
         area: str | None = None,
     ) -> list[dict[str, Any]]:
         """Hazard tickets (隐患), with the overdue flag as of now."""
         now = clock_ms()
+        view = view_of(who)
         return [h.to_dict(now) for h in alarms.hazards.list(status=status, open_only=open_only,
-                                                            area=area)]
+                                                            area=area)
+                if view.covers_hazard(h)]
 
     @router.get("/hazards/{hazard_id}", tags=["hazards"])
-    async def get_hazard(hazard_id: str) -> dict[str, Any]:
+    async def get_hazard(hazard_id: str, who: reader) -> dict[str, Any]:
         hazard = alarms.hazards.get(hazard_id)
         if hazard is None:
             raise HTTPException(status_code=404, detail=f"no hazard {hazard_id!r}")
+        check_hazard(view_of(who), hazard, f"hazard {hazard_id!r}")
         return hazard.to_dict(clock_ms())
 
     @router.post("/hazards", tags=["hazards"], status_code=201)
     async def create_hazard(body: HazardCreateBody, who: operator) -> dict[str, Any]:
-        """Report a hazard by hand (operator)."""
+        """Report a hazard by hand (operator; its sensor, area or post in the token's scope)."""
+        check_hazard(view_of(who), body.model_dump(), "the new hazard")
         now = clock_ms()
         try:
             hazard = alarms.create_hazard(
@@ -290,8 +375,10 @@ def alarm_router(
         """Move a hazard on (reported → assigned → rectifying → verified → closed),
         reassign it, move its deadline or add a note (operator)."""
         now = clock_ms()
-        if alarms.hazards.get(hazard_id) is None:
+        current = alarms.hazards.get(hazard_id)
+        if current is None:
             raise HTTPException(status_code=404, detail=f"no hazard {hazard_id!r}")
+        check_hazard(view_of(who), current, f"hazard {hazard_id!r}")
         try:
             hazard = alarms.update_hazard(
                 hazard_id, by=who.name, ts=now, status=body.status, owner=body.owner,

@@ -151,6 +151,9 @@ class ReadingsOut(_Out):
     end: int = Field(description="End of the window, epoch ms UTC (exclusive).")
     every_ms: int | None = Field(description="Aggregation interval; null for raw points.")
     limit: int
+    order: Literal["desc", "asc"] = Field(
+        "desc", description="`desc`: the newest `limit` points, newest first; `asc`: the "
+        "oldest `limit` points, oldest first.")
     points: list[PointOut]
 
 
@@ -225,6 +228,9 @@ class AlarmOut(_Out):
     flood_held: bool
     chattering: bool
     stale: bool
+    escalation: dict[str, Any] | None = Field(
+        None, description="The latest escalation of this unacknowledged activation "
+        "(level, to: team|workshop|enterprise, target, ts), or null.")
     site: str
     workshop: str
     area: str

@@ -69,8 +69,14 @@ async def alarm_stream(
     *,
     keepalive_s: float = 15.0,
     clock_ms: Callable[[], int] | None = None,
+    accept: Callable[[str, dict[str, Any]], bool] | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """The bytes of one client's event stream; ends on overflow or hub close."""
+    """The bytes of one client's event stream; ends on overflow or hub close.
+
+    ``accept(event, data)`` false leaves an event out (the client's token does
+    not cover it); ``standing`` should be filtered the same way. ``overflow``
+    always goes through: it ends the stream.
+    """
     async with hub.subscribe() as subscription:
         snapshot: dict[str, Any] = {"alarms": [a.to_dict() for a in standing()]}
         if clock_ms is not None:
@@ -87,6 +93,8 @@ async def alarm_stream(
                 continue
             except StopAsyncIteration:
                 return
+            if accept is not None and event != "overflow" and not accept(event, data):
+                continue
             yield format_event(event, data)
 
 

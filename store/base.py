@@ -8,7 +8,7 @@ HTTP API, the production store) and :class:`store.sqlite.SQLiteStore`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from model.alarm_events import AlarmEvent
 from model.batch import ReadingBatch
@@ -60,8 +60,11 @@ class ReadingStore(Protocol):
         end_ms: int,
         every_ms: int | None = None,
         limit: int = 10_000,
+        order: Literal["asc", "desc"] = "asc",
     ) -> list[SeriesPoint]:
-        """Readings of the sensor at row ``sensor`` in ``[start_ms, end_ms)``, oldest first."""
+        """Readings of the sensor at row ``sensor`` in ``[start_ms, end_ms)``: the
+        ``limit`` oldest, oldest first (``order="asc"``), or the ``limit`` newest,
+        newest first (``"desc"``)."""
         ...
 
     async def count_readings(self, start_ms: int | None = None, end_ms: int | None = None) -> int:

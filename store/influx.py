@@ -23,8 +23,9 @@ import gzip
 import itertools
 import logging
 import re
+import ssl
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 import numpy as np
@@ -172,6 +173,7 @@ class InfluxStore:
         max_connections: int = 4,
         lines_per_write: int = 50_000,
         gzip: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not database:
             raise ValueError("database name must not be empty")
@@ -194,6 +196,8 @@ class InfluxStore:
         self._connections = asyncio.Semaphore(max_connections)
         self._max_connections = max_connections
         self._timeout_s = timeout_s
+        # https:// with the plant's CA / a client certificate (settings influxdb.tls).
+        self._verify: ssl.SSLContext | bool = True if ssl_context is None else ssl_context
         self._headers = {"Authorization": f"Token {token}"} if token is not None else {}
         self._auth = httpx.BasicAuth(username, password or "") if username is not None else None
         self._client = self._new_client()
@@ -203,6 +207,7 @@ class InfluxStore:
             base_url=self.url,
             headers=self._headers,
             auth=self._auth,
+            verify=self._verify,
             timeout=httpx.Timeout(self._timeout_s),
             limits=httpx.Limits(max_connections=self._max_connections,
                                 max_keepalive_connections=self._max_connections),
@@ -350,6 +355,7 @@ class InfluxStore:
         end_ms: int,
         every_ms: int | None = None,
         limit: int = 10_000,
+        order: Literal["asc", "desc"] = "asc",
     ) -> list[SeriesPoint]:
         """Readings of the sensor at row ``sensor`` in ``[start_ms, end_ms)``, oldest first.
 
@@ -368,10 +374,11 @@ class InfluxStore:
             [f'"sensor" = {quote_string(place.sensor.id)}', *self._time_range(start_ms, end_ms)]
         )
         source = self._from(place.sensor.kind)
+        direction = "DESC" if order == "desc" else "ASC"
         if every_ms is None:
             rows = await self._rows(
                 f'SELECT "value", "quality" FROM {source} WHERE {where} '
-                f"ORDER BY time ASC LIMIT {_int('limit', limit)}"
+                f"ORDER BY time {direction} LIMIT {_int('limit', limit)}"
             )
             return [
                 SeriesPoint(
@@ -384,7 +391,7 @@ class InfluxStore:
         rows = await self._rows(
             f'SELECT mean("value"), min("value"), max("value"), count("value") FROM {source} '
             f"WHERE {where} GROUP BY time({_int('every_ms', every_ms)}ms) fill(none) "
-            f"ORDER BY time ASC LIMIT {_int('limit', limit)}"
+            f"ORDER BY time {direction} LIMIT {_int('limit', limit)}"
         )
         return [
             SeriesPoint(

@@ -12,7 +12,7 @@ import math
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -173,17 +173,19 @@ class SQLiteStore:
         end_ms: int,
         every_ms: int | None = None,
         limit: int = 10_000,
+        order: Literal["asc", "desc"] = "asc",
     ) -> list[SeriesPoint]:
         if not 0 <= sensor < len(self._ids):
             raise IndexError(f"sensor row {sensor} is outside the sensor table of "
                              f"{len(self._ids)} rows")
         sid = self.table.ids[sensor]
+        direction = "DESC" if order == "desc" else "ASC"
         try:
             if every_ms is None:
                 rows = await asyncio.to_thread(
                     self._query,
                     "SELECT ts, value, quality FROM readings WHERE sensor = ? AND ts >= ? "
-                    "AND ts < ? ORDER BY ts LIMIT ?",
+                    f"AND ts < ? ORDER BY ts {direction} LIMIT ?",
                     (sid, int(start_ms), int(end_ms), int(limit)),
                 )
                 return [SeriesPoint(int(t), float(v), int(q)) for t, v, q in rows]
@@ -191,7 +193,7 @@ class SQLiteStore:
                 self._query,
                 "SELECT (ts / ?) * ? AS bucket, avg(value), min(value), max(value), count(*) "
                 "FROM readings WHERE sensor = ? AND ts >= ? AND ts < ? "
-                "GROUP BY bucket ORDER BY bucket LIMIT ?",
+                f"GROUP BY bucket ORDER BY bucket {direction} LIMIT ?",
                 (int(every_ms), int(every_ms), sid, int(start_ms), int(end_ms), int(limit)),
             )
         except sqlite3.Error as exc:

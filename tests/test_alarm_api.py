@@ -57,7 +57,7 @@ class Rig:
             periods=[ImportantPeriod(id="hot-work", kind="hot_work", dates=["2026-06-01"],
                                      risk_floor="red")])
         self.tokens = TokenStore(tmp_path / "tokens.json")
-        self.token = {role: self.tokens.create(role, role, NOW)  # type: ignore[arg-type]
+        self.token = {role: self.tokens.create(role, role, NOW).get_secret_value()
                       for role in ("viewer", "operator", "engineer")}
         self.now = NOW
         registry = CollectorRegistry()

@@ -108,10 +108,12 @@ PLANT: dict[str, Any] = {
 
 
 class FakeStore:
-    """In-memory ReadingStore seam: records every query, returns canned points."""
+    """In-memory ReadingStore seam: records every query (and its order apart), returns
+    canned points. It takes ``order`` as the stores will (see api.app._query_readings)."""
 
     def __init__(self) -> None:
         self.queries: list[tuple[int, int, int, int | None, int]] = []
+        self.orders: list[str] = []
         self.points: list[SeriesPoint] = []
         self.error: Exception | None = None
 
@@ -134,8 +136,10 @@ class FakeStore:
         end_ms: int,
         every_ms: int | None = None,
         limit: int = 10_000,
+        order: str = "asc",
     ) -> list[SeriesPoint]:
         self.queries.append((sensor, start_ms, end_ms, every_ms, limit))
+        self.orders.append(order)
         if self.error is not None:
             raise self.error
         return self.points
@@ -188,7 +192,9 @@ def health_report() -> dict[str, Any]:
 
 @pytest.fixture
 def services(api_plant: PlantConfig, store: FakeStore, health_report: dict[str, Any],
-             tmp_path: Path) -> ApiServices:
+             tmp_path: Path, request: pytest.FixtureRequest) -> ApiServices:
+    """The API's services; parametrize indirectly with True for a server whose reads
+    need a token (``api.require_token_for_reads``)."""
     registry = CollectorRegistry()
     reading_store: ReadingStore = store
     alarms = AlarmSystem(
@@ -215,6 +221,7 @@ def services(api_plant: PlantConfig, store: FakeStore, health_report: dict[str, 
         health=lambda: health_report,
         clock_ms=lambda: NOW,
         keepalive_s=0.2,
+        require_token_for_reads=getattr(request, "param", False),
     )
 
 
@@ -320,6 +327,7 @@ async def test_readings_default_to_the_last_hour(
     response = await client.get("/api/v1/sensors/TF-H2S-001/readings")
     assert response.status_code == 200
     assert store.queries == [(1, NOW - HOUR, NOW, None, 10_000)]
+    assert store.orders == ["desc"]
     assert response.json() == {
         "sensor": "TF-H2S-001",
         "unit": "ppm",
@@ -327,6 +335,7 @@ async def test_readings_default_to_the_last_hour(
         "end": NOW,
         "every_ms": None,
         "limit": 10_000,
+        "order": "desc",
         "points": [
             {"ts": NOW - 1000, "value": 3.5, "quality": 0, "min": None, "max": None, "count": None}
         ],
@@ -820,11 +829,17 @@ async def test_healthz(client: httpx.AsyncClient, health_report: dict[str, Any])
     assert response.status_code == 200
     assert response.json() == health_report
 
+    # Working, impaired (the store is down, the spool takes the readings): 200, so
+    # nothing restarts a service that is doing its job; the body says what is wrong.
     health_report["status"] = "degraded"
     health_report["store"] = "down: connection refused"
     response = await client.get("/healthz")
-    assert response.status_code == 503
+    assert response.status_code == 200
     assert response.json()["store"] == "down: connection refused"
+    health_report["status"] = "error"
+    response = await client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "error"
 
 
 async def test_healthz_when_the_check_itself_fails(services: ApiServices) -> None:
@@ -862,7 +877,11 @@ async def test_dashboard_is_served(client: httpx.AsyncClient) -> None:
         assert response.status_code == 200
         assert kind in response.headers["content-type"]
     js = (await client.get("/static/dashboard.js")).text
-    assert "EventSource" in js and "innerHTML" not in js
+    assert "/alarms/stream" in js and "innerHTML" not in js
+    # The CSP allows no inline script or style: the page has none.
+    page = (await client.get("/")).text
+    assert "<script>" not in page and "<style" not in page and " style=" not in page
+    assert 'setAttribute("style"' not in js
     assert "http://" not in js.replace("http://www.w3.org/2000/svg", "")  # no CDN, works offline
 
 
@@ -887,6 +906,7 @@ async def test_docs_and_openapi(client: httpx.AsyncClient) -> None:
         "end",
         "every",
         "limit",
+        "order",
     }
     assert readings["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "ReadingsOut"
@@ -968,13 +988,18 @@ def _devtools_port(profile: Any) -> int | None:
     port_file = profile / "DevToolsActivePort"
     if not port_file.exists():
         return None
-    return int(port_file.read_text().split()[0])
+    words = port_file.read_text().split()
+    return int(words[0]) if words else None  # chromium may not have written it yet
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("services", [False, True], indirect=True,
+                         ids=["open-reads", "reads-need-a-token"])
 async def test_dashboard_in_headless_chromium(
     live_server: str, services: ApiServices, store: FakeStore, tmp_path: Any
 ) -> None:
+    """The dashboard works in a real browser under its Content-Security-Policy (no
+    violation is reported), open or behind a token it asks for."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("the dashboard test needs Debian's chromium: `apt-get install chromium` "
@@ -1011,7 +1036,25 @@ async def test_dashboard_in_headless_chromium(
         async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
             browser = Browser(ws)
             await browser.call("Runtime.enable")
+            await browser.call("Page.enable")
+            # Record every CSP violation the page reports (DevTools' script is exempt).
+            await browser.call(
+                "Page.addScriptToEvaluateOnNewDocument",
+                source="window.cspViolations = [];"
+                "document.addEventListener('securitypolicyviolation', (e) => "
+                "window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));")
+            operator_token = services.tokens.create("dash-op", "operator", NOW).get_secret_value()
             await browser.call("Page.navigate", url=f"{live_server}/")
+            if services.require_token_for_reads:
+                # Reads need a token: the page asks for one, then loads.
+                await browser.wait_for("document.getElementById('login')?.hidden === false")
+                note = await browser.eval("document.getElementById('login-note').textContent")
+                assert "needs a token for reads" in note
+                assert await browser.eval("document.querySelectorAll('.area').length") == 0
+                await browser.eval(
+                    f"document.getElementById('token-input').value = '{operator_token}';"
+                    "document.querySelector('#login button[type=submit]').click()")
+                await browser.wait_for("document.getElementById('login').hidden")
             await browser.wait_for("document.getElementById('link')?.textContent === 'live'")
             rows = "document.querySelectorAll('#alarm-rows tr').length"
             await browser.wait_for(f"{rows} === 3")  # two unacknowledged, one returned
@@ -1037,8 +1080,7 @@ async def test_dashboard_in_headless_chromium(
             assert await browser.eval(rows) == 4  # returned, unacknowledged: still listed
 
             # The operator acknowledges it from the dashboard, with a token.
-            token = services.tokens.create("dash-op", "operator", NOW)
-            await browser.eval(f"sessionStorage.setItem('plantwatch-token', '{token}')")
+            await browser.eval(f"sessionStorage.setItem('plantwatch-token', '{operator_token}')")
             await browser.eval(
                 "[...document.querySelectorAll('#alarm-rows tr')]"
                 ".find((tr) => tr.title.startsWith('TF-LEL-001:hh '))"
@@ -1052,6 +1094,11 @@ async def test_dashboard_in_headless_chromium(
             await browser.wait_for("document.querySelector('#chart svg path.line') !== null")
             assert (0, NOW - 900_000, NOW, None, 5000) in store.queries
             assert browser.errors == []
+            assert await browser.eval("window.cspViolations") == []
+            # The policy is in force: an inline style attribute is refused and reported.
+            await browser.eval("document.body.setAttribute('style', 'color: red')")
+            await browser.wait_for("window.cspViolations.length === 1")
+            assert (await browser.eval("window.cspViolations"))[0].startswith("style-src")
     finally:
         proc.terminate()
         await proc.wait()
@@ -1064,7 +1111,8 @@ def test_exported_members() -> None:
         name
         for name in vars(api)
         if not name.startswith("_")
-            and name not in {"app", "hub", "models", "sse", "timeparse", "alarm_routes", "auth"}
+            and name not in {"app", "hub", "models", "sse", "timeparse", "alarm_routes", "auth",
+                             "headers", "scopes"}
     )
 
 

@@ -217,6 +217,18 @@ async def test_limit_keeps_the_oldest(store: ReadingStore) -> None:
     assert [p.ts for p in aggregated] == [T0, T0 + 1000]
 
 
+async def test_order_desc_keeps_the_newest_newest_first(store: ReadingStore) -> None:
+    await store.write(SPREAD)
+    every = [p.ts for p in await store.query_readings(LEL_1, T0, T0 + 3000)]
+    newest = await store.query_readings(LEL_1, T0, T0 + 3000, limit=2, order="desc")
+    assert [p.ts for p in newest] == every[::-1][:2]
+    assert raw(newest) == raw(await store.query_readings(LEL_1, T0, T0 + 3000))[::-1][:2]
+    aggregated = await store.query_readings(LEL_1, T0, T0 + 3000, every_ms=1000, limit=2,
+                                            order="desc")
+    asc = await store.query_readings(LEL_1, T0, T0 + 3000, every_ms=1000)
+    assert aggregated == asc[::-1][:2]
+
+
 async def test_aggregates_are_per_interval_aligned_to_the_epoch(store: ReadingStore) -> None:
     await store.write(SPREAD)
     assert await store.query_readings(LEL_1, T0, T0 + 3000, every_ms=1000) == [

@@ -1,5 +1,12 @@
 // plantwatch dashboard: plain JS, no build step, no network beyond this server.
 // Every value from the server goes into the page as text (textContent), never as HTML.
+// The page runs under a Content-Security-Policy without 'unsafe-inline': no inline
+// scripts or style attributes; styles are set through the CSSOM (style.setProperty).
+//
+// Access: the API token lives in sessionStorage (this tab only, gone when it closes)
+// and goes out as `Authorization: Bearer` on every request. The alarm stream is read
+// with fetch() rather than EventSource, which cannot send that header; a token in the
+// URL (?token=) would land in access logs and the browser history.
 "use strict";
 
 const API = "/api/v1";
@@ -7,6 +14,7 @@ const SEVERITY = { hh: 2, ll: 2, h: 1, l: 1 };
 const RISKS = ["red", "orange", "yellow", "blue"];
 const CHART_WINDOW = "-15m";
 const CHART_REFRESH_MS = 10000;
+const TOKEN_KEY = "plantwatch-token";
 
 const state = {
   plant: null,
@@ -23,7 +31,13 @@ function el(tag, attrs = {}, ...children) {
     if (value === undefined || value === null) continue;
     if (key === "class") node.className = value;
     else if (key === "onclick") node.addEventListener("click", value);
-    else if (key === "style") node.setAttribute("style", value);
+    else if (key === "style") {
+      // CSSOM, not the style attribute: the CSP allows no inline style attributes.
+      for (const decl of value.split(";")) {
+        const colon = decl.indexOf(":");
+        if (colon > 0) node.style.setProperty(decl.slice(0, colon).trim(), decl.slice(colon + 1).trim());
+      }
+    }
     else node.setAttribute(key, value);
   }
   for (const child of children) {
@@ -34,6 +48,68 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const areaKey = (site, workshop, area) => `${site}/${workshop}/${area}`;
+
+// ---- access ---------------------------------------------------------------
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function authHeaders() {
+  const t = token();
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+// fetch() with the token; a 401 asks for a (new) token and reports the server's words,
+// unless someone signed in while the request was out (its 401 is about no token).
+async function api(path, options = {}) {
+  const sent = token();
+  const response = await fetch(path, {
+    ...options,
+    headers: { ...authHeaders(), ...(options.headers ?? {}) },
+  });
+  if (response.status === 401) {
+    const body = await response.clone().json().catch(() => ({}));
+    // Judged after the body is read: a sign-in may have happened meanwhile.
+    if (token() === sent) {
+      showLogin(typeof body.detail === "string" ? body.detail : "this server needs a token");
+    }
+  }
+  return response;
+}
+
+function showLogin(why) {
+  if (token()) sessionStorage.removeItem(TOKEN_KEY);
+  document.getElementById("login").hidden = false;
+  document.getElementById("signout").hidden = true;
+  document.getElementById("login-note").textContent = why;
+  document.getElementById("token-input").focus();
+}
+
+function signedIn() {
+  document.getElementById("login").hidden = true;
+  document.getElementById("signout").hidden = !token();
+}
+
+function setUpLogin() {
+  const form = document.getElementById("login");
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const input = document.getElementById("token-input");
+    const value = input.value.trim();
+    input.value = "";
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    signedIn();
+    loadPlant();
+    connect();
+  });
+  document.getElementById("signout").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  });
+  signedIn();
+}
 
 function fmtNumber(value) {
   if (value === null || value === undefined || Number.isNaN(value)) return "–";
@@ -97,17 +173,16 @@ function applyAlarmEvent(e) {
 }
 
 async function operatorAction(alarmId, action) {
-  const token = sessionStorage.getItem("plantwatch-token") || prompt("API token (operator):");
-  if (!token) return;
-  const response = await fetch(`${API}/alarms/${encodeURIComponent(alarmId)}/${action}`, {
+  if (!token()) {
+    showLogin(`sign in with an operator token to ${action}`);
+    return;
+  }
+  const response = await api(`${API}/alarms/${encodeURIComponent(alarmId)}/${action}`, {
     method: "POST",
-    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json" },
     body: "{}",
   });
-  if (response.ok) {
-    sessionStorage.setItem("plantwatch-token", token);
-  } else {
-    if (response.status === 401) sessionStorage.removeItem("plantwatch-token");
+  if (!response.ok && response.status !== 401) {
     const body = await response.json().catch(() => ({}));
     alert(`${action} refused (${response.status}): ${body.detail ?? ""}`);
   }
@@ -257,7 +332,7 @@ function applyRisk(r) {
 // alarms are held back; the banner says so and how many, instead of flashing each.
 async function loadFloods() {
   try {
-    const response = await fetch(`${API}/floods`);
+    const response = await api(`${API}/floods`);
     if (!response.ok) return;
     const floods = (await response.json()).open;
     const banner = document.getElementById("flood-banner");
@@ -278,7 +353,7 @@ let riskEvents = 0;
 async function loadRisk() {
   const seen = riskEvents;
   try {
-    const response = await fetch(`${API}/risk`);
+    const response = await api(`${API}/risk`);
     if (!response.ok) return;
     const areas = (await response.json()).areas;
     if (seen !== riskEvents) return;
@@ -318,9 +393,12 @@ async function loadChart() {
     : "";
   const note = document.getElementById("chart-note");
   try {
-    const url = `${API}/sensors/${encodeURIComponent(id)}/readings?start=${CHART_WINDOW}&limit=5000`;
-    const response = await fetch(url);
+    // The newest 5000 readings of the window (newest first), drawn oldest first.
+    const url = `${API}/sensors/${encodeURIComponent(id)}/readings?start=${CHART_WINDOW}` +
+      "&limit=5000&order=desc";
+    const response = await api(url);
     const body = await response.json();
+    if (Array.isArray(body.points)) body.points.reverse();
     if (state.selected !== id) return;
     if (!response.ok) {
       note.textContent = `Readings unavailable: ${typeof body.detail === "string" ? body.detail : response.status}`;
@@ -401,44 +479,99 @@ function setLink(up, text) {
   link.classList.toggle("down", !up);
 }
 
-function connect() {
-  const source = new EventSource(`${API}/alarms/stream`);
-  source.addEventListener("open", () => setLink(true, "live"));
-  source.addEventListener("error", () => setLink(false, "reconnecting…"));
-  source.addEventListener("snapshot", (msg) => {
-    const snapshot = JSON.parse(msg.data);
+// One event of the stream, by name (the SSE `event:` field).
+function dispatch(event, data) {
+  if (event === "snapshot") {
+    const snapshot = JSON.parse(data);
     state.alarms = new Map(snapshot.alarms.map((a) => [a.alarm_id, alarmRow(a)]));
     setLink(true, "live");
     renderAlarms();
     if (state.plant !== null) loadRisk();
     loadFloods();
-  });
-  source.addEventListener("alarm", (msg) => {
-    applyAlarmEvent(JSON.parse(msg.data));
+  } else if (event === "alarm") {
+    applyAlarmEvent(JSON.parse(data));
     renderAlarms();
     if (state.selected !== null) loadChart();
-  });
-  source.addEventListener("risk", (msg) => {
+  } else if (event === "risk") {
     riskEvents += 1;
-    applyRisk(JSON.parse(msg.data));
-  });
-  source.addEventListener("flood", () => loadFloods());
-  // The server dropped us for being too slow; the stream ends and EventSource
-  // reconnects by itself, starting again from a fresh snapshot.
-  source.addEventListener("overflow", () => setLink(false, "resyncing…"));
+    applyRisk(JSON.parse(data));
+  } else if (event === "flood") {
+    loadFloods();
+  } else if (event === "overflow") {
+    // The server dropped us for being too slow; the stream ends and we
+    // reconnect, starting again from a fresh snapshot.
+    setLink(false, "resyncing…");
+  }
 }
 
-async function start() {
-  document.getElementById("sensor-close").addEventListener("click", closeSensor);
-  setInterval(() => {
-    document.getElementById("clock").textContent = fmtTime(Date.now());
-    for (const cell of document.querySelectorAll("td[data-since]")) {
-      cell.textContent = fmtAge(Number(cell.dataset.since));
-    }
-  }, 1000);
+// The alarm stream, read with fetch() so it can carry the token (EventSource
+// cannot send headers). The wire format is plain server-sent events; like
+// EventSource, it reconnects after the server's `retry:` delay and starts again
+// from a fresh snapshot.
+let streamAbort = null;
+
+async function connect() {
+  if (streamAbort !== null) streamAbort.abort();
+  const abort = new AbortController();
+  streamAbort = abort;
+  let retryMs = 3000;
   try {
-    const response = await fetch(`${API}/sensors`);
+    const response = await api(`${API}/alarms/stream`, {
+      headers: { Accept: "text/event-stream" },
+      cache: "no-store",
+      signal: abort.signal,
+    });
+    if (response.status === 401) {
+      if (streamAbort === abort) setLink(false, "sign-in needed");
+      return; // signing in reconnects
+    }
+    if (!response.ok || response.body === null) throw new Error(`HTTP ${response.status}`);
+    setLink(true, "live");
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let event = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line === "" || line.startsWith(":")) continue; // a comment: keep-alive
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let text = colon < 0 ? "" : line.slice(colon + 1);
+          if (text.startsWith(" ")) text = text.slice(1);
+          if (field === "event") event = text;
+          else if (field === "data") data.push(text);
+          else if (field === "retry" && /^\d+$/.test(text)) retryMs = Number(text);
+        }
+        if (data.length > 0) dispatch(event, data.join("\n"));
+      }
+    }
+  } catch (err) {
+    if (abort.signal.aborted) return;
+    console.warn("alarm stream lost", err);
+  }
+  if (abort.signal.aborted) return;
+  setLink(false, "reconnecting…");
+  setTimeout(() => {
+    if (streamAbort === abort) connect();
+  }, retryMs);
+}
+
+async function loadPlant() {
+  try {
+    const response = await api(`${API}/sensors`);
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`);
+    }
     state.plant = await response.json();
+    state.sensors.clear();
     for (const site of state.plant.sites) {
       for (const ws of site.workshops) {
         for (const area of ws.areas) {
@@ -451,8 +584,20 @@ async function start() {
     renderPlant();
     loadRisk();
   } catch (err) {
-    document.getElementById("areas").replaceChildren(el("p", { class: "muted" }, `Cannot load the plant: ${err}`));
+    document.getElementById("areas").replaceChildren(el("p", { class: "muted" }, `Cannot load the plant: ${err.message ?? err}`));
   }
+}
+
+async function start() {
+  document.getElementById("sensor-close").addEventListener("click", closeSensor);
+  setInterval(() => {
+    document.getElementById("clock").textContent = fmtTime(Date.now());
+    for (const cell of document.querySelectorAll("td[data-since]")) {
+      cell.textContent = fmtAge(Number(cell.dataset.since));
+    }
+  }, 1000);
+  setUpLogin();
+  await loadPlant();
   const linked = /^#sensor=(.+)$/.exec(location.hash);
   if (linked) {
     try {
