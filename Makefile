@@ -23,14 +23,15 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[demo]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[demo,test]'
 	touch $@ $(VENV)/.installed
 
-## demo: embedded broker (or a local mosquitto), SQLite, simulated plant with a leak, API + dashboard
+## demo: embedded broker (the extra `demo`: amqtt) or a local mosquitto, SQLite,
+## simulated plant with a leak, API + dashboard
 demo: $(VENV)/.installed
 	$(BIN)/plantwatch demo --port $(PORT)
 

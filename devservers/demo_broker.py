@@ -5,12 +5,14 @@ amqtt, and it does not hand new clients retained messages of topics they never
 subscribed to (the pipeline filters those anyway). amqtt needs nothing but
 Python packages, so the demo runs on a machine with nothing else installed.
 amqtt runs on its own event loop in its own thread, so the broker never
-competes with the pipeline's loop.
+competes with the pipeline's loop. amqtt is the optional extra ``demo``
+(``pip install 'plantwatch[demo]'``), imported only when it is the broker used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import threading
 from pathlib import Path
@@ -18,9 +20,13 @@ from typing import Protocol
 
 from devservers.localservers import Mosquitto, find_mosquitto, free_port
 
-__all__ = ["DemoBroker", "EmbeddedBroker", "start_demo_broker"]
+__all__ = ["DemoBroker", "DemoBrokerUnavailable", "EmbeddedBroker", "start_demo_broker"]
 
 log = logging.getLogger(__name__)
+
+
+class DemoBrokerUnavailable(RuntimeError):
+    """Neither a local Mosquitto nor amqtt is installed; the message says how to get one."""
 
 
 class DemoBroker(Protocol):
@@ -84,8 +90,20 @@ class EmbeddedBroker:
 
 
 def start_demo_broker(workdir: Path, prefer_mosquitto: bool = True) -> DemoBroker:
-    """Start a broker for the demo on a free loopback port."""
-    if prefer_mosquitto and find_mosquitto() is not None:
+    """Start a broker for the demo on a free loopback port.
+
+    Raises DemoBrokerUnavailable, naming what to install, when there is none."""
+    mosquitto = find_mosquitto()
+    amqtt = importlib.util.find_spec("amqtt") is not None
+    if not amqtt and (mosquitto is None or not prefer_mosquitto):
+        if prefer_mosquitto:
+            raise DemoBrokerUnavailable(
+                "the demo needs an MQTT broker: install mosquitto (sudo apt-get install "
+                "mosquitto) or the embedded one: pip install 'plantwatch[demo]'")
+        raise DemoBrokerUnavailable(
+            "--embedded-broker needs amqtt: pip install 'plantwatch[demo]' (or leave the "
+            f"option out to use the mosquitto at {mosquitto})")
+    if prefer_mosquitto and mosquitto is not None:
         broker = Mosquitto.start(workdir / "mosquitto", persistence=True)
         log.info("demo broker: local mosquitto on %s", broker.url)
         return _WithProtocol(broker)

@@ -14,6 +14,7 @@ from api.timeparse import TimeParamError, parse_time_ms
 from detectors.mspc import PcaMonitor
 from model.plant import ConfigError, load_plant
 from model.sensor_table import SensorTable
+from plantwatch.cli.common import settings_or_exit
 from plantwatch.cli.options import SettingsOption, StateDirOption, settings_with_state_dir
 from plantwatch.cli.root import app
 from plantwatch.settings import Settings
@@ -67,7 +68,7 @@ def fit(
     """
     from plantwatch.service import make_store
 
-    settings = settings_with_state_dir(settings_file, state_dir)
+    settings = settings_or_exit(lambda: settings_with_state_dir(settings_file, state_dir))
     table, config = _config_or_exit(settings)
     try:
         group_config = config.group(group)
@@ -106,7 +107,7 @@ def fit(
 @mspc_app.command("list")
 def list_groups(settings_file: SettingsOption = None, state_dir: StateDirOption = None) -> None:
     """The configured groups, their sensors and whether each has a fitted model."""
-    settings = settings_with_state_dir(settings_file, state_dir)
+    settings = settings_or_exit(lambda: settings_with_state_dir(settings_file, state_dir))
     _, config = _config_or_exit(settings)
     out = Table("group", "sensors", "model")
     for g in config.groups:
@@ -117,3 +118,4 @@ def list_groups(settings_file: SettingsOption = None, state_dir: StateDirOption 
             status = "not fitted: plantwatch mspc fit " + g.id + " --start ... --end ..."
         out.add_row(g.id, ", ".join(g.sensors), status)
     Console().print(out)
+

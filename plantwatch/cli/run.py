@@ -14,6 +14,7 @@ from plantwatch.cli.common import (
     load_mspc_or_exit,
     load_plant_or_exit,
     serve,
+    settings_or_exit,
     setup_logging,
 )
 from plantwatch.cli.root import app
@@ -37,7 +38,7 @@ def run(
     overrides: dict[str, object] = {}
     if plant is not None:
         overrides["plant"] = plant
-    settings = load_settings(settings_file, **overrides)
+    settings = settings_or_exit(lambda: load_settings(settings_file, **overrides))
     plant_config = load_plant_or_exit(settings.plant)
     alarm_config = load_alarm_config_or_exit(settings, plant_config)
     mspc = load_mspc_or_exit(settings, plant_config)
