@@ -38,7 +38,34 @@ __all__ = [
     "Rejection",
     "decode_gateway_json",
     "decode_gateway_json_into",
+    "timestamp_scale",
+    "timestamp_unit_hint",
 ]
+
+_DAY_MS = 86_400_000
+_UNITS = {1e3: "seconds", 1e-3: "microseconds", 1e-6: "nanoseconds"}
+_SCALES = (1e3, 1e6, 1e9, 1e-3, 1e-6)
+
+
+def timestamp_scale(ts: int, now_ms: int) -> float | None:
+    """The power of 1000 that brings ``ts`` to within a day of ``now_ms``, if one does."""
+    for scale in _SCALES:
+        if abs(ts * scale - now_ms) < _DAY_MS:
+            return scale
+    return None
+
+
+def timestamp_unit_hint(ts: int, now_ms: int) -> str:
+    """A hint when a rejected timestamp is in the wrong unit, else ``""``.
+
+    The first thing a new gateway gets wrong: seconds (or micro-, nanoseconds)
+    where plantwatch wants milliseconds since the epoch. Such a timestamp is
+    refused as decades old or far in the future; this names the likely unit.
+    """
+    unit = _UNITS.get(timestamp_scale(ts, now_ms) or 0.0)
+    if unit is None:
+        return ""
+    return f"; it looks like {unit} since the epoch: send milliseconds (now is {now_ms})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,14 +341,15 @@ def decode_gateway_json_into(
                 "timestamp_in_future",
                 f"timestamp {t} of sensor {sid} is {(t - now_ms) / 1000:.0f} s ahead of this "
                 f"server's clock (allowed {limits.max_future_skew_ms / 1000:.0f} s); "
-                "check the gateway clock", i, r,
+                "check the gateway clock" + timestamp_unit_hint(t, now_ms), i, r,
             ))
             continue
         if t < ts_min:
             rejections.append(Rejection(
                 "timestamp_too_old",
                 f"timestamp {t} of sensor {sid} is older than the "
-                f"{limits.max_age_ms / 86_400_000:.0f}-day retention", i, r,
+                f"{limits.max_age_ms / 86_400_000:.0f}-day retention"
+                + timestamp_unit_hint(t, now_ms), i, r,
             ))
             continue
         add_sensor(s)

@@ -57,6 +57,7 @@ from decoders.json_gateway import (
     DecodeResult,
     Rejection,
     short,
+    timestamp_scale,
     wrong_site_or_unknown,
 )
 from model.batch import BatchBuilder
@@ -110,6 +111,16 @@ class LineError(ValueError):
         self.column = column
         self.problem = problem
 
+
+
+def _precision_hint(t_ms: int, now_ms: int, precision: str) -> str:
+    """Say when the timestamps are a power of 1000 off: the precision does not match
+    what the gateway sends."""
+    scale = timestamp_scale(t_ms, now_ms)
+    if scale is None:
+        return ""
+    return (f"; read with precision {precision} it is {scale:g}× off the clock: the gateway "
+            "most likely sends another unit; make the precision match it")
 
 def _bare_scalar(tok: str) -> float | int | bool | None:
     """An unquoted field value, or None when it is not a line protocol literal."""
@@ -452,7 +463,8 @@ def decode_line_protocol_into(
                 "timestamp_in_future",
                 f"timestamp {t} ms of sensor {sid} is {(t - now_ms) / 1000:.0f} s ahead of this "
                 f"server's clock (allowed {limits.max_future_skew_ms / 1000:.0f} s); "
-                f"check the gateway clock and the precision ({precision})",
+                f"check the gateway clock and the precision ({precision})"
+                + _precision_hint(t, now_ms, precision),
                 i, raw[:_MAX_LINE_IN_READING],
             ))
             continue
@@ -461,7 +473,7 @@ def decode_line_protocol_into(
                 "timestamp_too_old",
                 f"timestamp {t} ms of sensor {sid} is older than the "
                 f"{limits.max_age_ms / 86_400_000:.0f}-day retention "
-                f"(precision {precision})",
+                f"(precision {precision})" + _precision_hint(t, now_ms, precision),
                 i, raw[:_MAX_LINE_IN_READING],
             ))
             continue

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from math import isfinite
 from typing import Any
 
-from decoders.json_gateway import DecodeLimits, Rejection
+from decoders.json_gateway import DecodeLimits, Rejection, timestamp_unit_hint
 from model.batch import BatchBuilder, ReadingBatch
 from sparkplug import (
     BD_SEQ_METRIC,
@@ -760,9 +760,10 @@ def _check_value(sensor: str, value: MetricValue, ts: int | None, ts_min: int, t
         return "timestamp_in_future", (
             f"timestamp {ts} of sensor {sensor} is {(ts - now_ms) / 1000:.0f} s ahead of this "
             f"server's clock (allowed {limits.max_future_skew_ms / 1000:.0f} s); check the "
-            "edge node's clock")
+            "edge node's clock" + timestamp_unit_hint(ts, now_ms))
     if ts < ts_min:
         return "timestamp_too_old", (
             f"timestamp {ts} of sensor {sensor} is older than the "
-            f"{limits.max_age_ms / 86_400_000:.0f}-day retention")
+            f"{limits.max_age_ms / 86_400_000:.0f}-day retention"
+            + timestamp_unit_hint(ts, now_ms))
     return None

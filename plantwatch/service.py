@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from prometheus_client import start_http_server
 from alarms.config import AlarmConfig, load_alarm_config
 from alarms.hazards import HazardJournal
 from alarms.journal import AlarmJournal
-from alarms.system import AlarmSystem
+from alarms.system import AlarmSystem, Outcome
 from api.app import ApiServices, create_app
 from api.auth import TokenStore
 from decoders.json_gateway import DecodeLimits
@@ -34,18 +35,27 @@ from detectors.suite import DetectorSuite
 from engine.engine import Engine
 from ingest.checkpoint import CheckpointFile
 from ingest.metrics import IngestMetrics, SourceCollector
-from ingest.mqtt_source import MqttSource
+from ingest.mqtt_source import MqttSource, TlsConfigError, TlsOptions
 from ingest.pipeline import Pipeline, PipelineConfig
 from ingest.spool import Spool
 from ingest.writer import StoreWriter
 from model.plant import PlantConfig, load_plant
 from model.sensor_table import SensorTable
+from notify.alarm_metrics import AlarmCollector
 from notify.base import Notifications, Notifier
-from notify.channels import FireControlChannel, MqttStateChannel, SseChannel, WebhookChannel
+from notify.channels import (
+    FireControlChannel,
+    MqttStateChannel,
+    SseChannel,
+    WebhookChannel,
+    outbox_publish,
+)
+from notify.delivery import MqttSender, OutboxDispatcher, Sender
 from notify.hub import EventHub
+from notify.outbox import Outbox
 from notify.webhooks import WebhookNotifier, WebhookTarget
 from plantwatch.allocator import RELEASE_INTERVAL_S, release_freed_memory
-from plantwatch.settings import Settings, WebhookSettings
+from plantwatch.settings import Settings, TlsSettings, WebhookSettings
 from store.backoff import Backoff
 from store.base import ReadingStore
 from store.errors import StoreError
@@ -61,6 +71,11 @@ from store.sqlite import SQLiteStore
 __all__ = ["Service", "make_store"]
 
 log = logging.getLogger(__name__)
+
+COMPACT_EVERY_MS = 86_400_000
+"""Compact the alarm journal at least daily (and every journal.compact_every_records)."""
+HISTORY_KEPT_MS = 200 * 86_400_000
+"""Alarm history kept in memory across compactions: a half-year report and some margin."""
 
 
 def webhook_targets(settings: list[WebhookSettings]) -> list[WebhookTarget]:
@@ -78,8 +93,8 @@ def webhook_targets(settings: list[WebhookSettings]) -> list[WebhookTarget]:
         return accepts
 
     return [
-        WebhookTarget(name=ws.name, url=ws.url, secret=ws.secret, timeout_s=ws.timeout_s,
-                      max_attempts=ws.max_attempts, accepts=accepts_for(ws))
+        WebhookTarget(name=ws.name, url=ws.url, secret=ws.secret.get_secret_value(),
+                      timeout_s=ws.timeout_s, accepts=accepts_for(ws))
         for ws in settings
     ]
 
@@ -103,13 +118,57 @@ def make_store(settings: Settings, table: SensorTable) -> ReadingStore:
         table,
         retention=ix.retention,
         username=ix.username,
-        password=ix.password,
-        token=ix.token,
+        password=None if ix.password is None else ix.password.get_secret_value(),
+        token=None if ix.token is None else ix.token.get_secret_value(),
         create_database=ix.create_database,
         timeout_s=ix.timeout_s,
         max_connections=ix.max_connections,
         lines_per_write=ix.lines_per_write,
+        ssl_context=tls_context(ix.tls, "influxdb.tls") if ix.url.startswith("https:") else None,
     )
+
+
+def owner_only_dir(path: Path) -> None:
+    """Create the state directory 0700, or tighten an existing one that others may
+    read: it holds the alarm journals, tokens and readings (工控数据安全)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("state directory %s was readable by others (mode %o); made it 0700",
+                    path, mode)
+        path.chmod(0o700)
+
+
+def tls_context(tls: TlsSettings, setting: str) -> ssl.SSLContext:
+    """A client TLS context from settings: the plant's CA, a client certificate, the
+    oldest version accepted. ``insecure`` skips the host name check only (the
+    chain is still verified), as for the broker (``ingest.mqtt_source.TlsOptions``)."""
+    try:
+        context = ssl.create_default_context(
+            cafile=None if tls.ca_file is None else str(tls.ca_file))
+        if tls.cert_file is not None:
+            context.load_cert_chain(str(tls.cert_file),
+                                    None if tls.key_file is None else str(tls.key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(f"{setting}: cannot use the certificate files ({exc}); give PEM "
+                             "files: ca_file the CA, cert_file/key_file this client's") from exc
+    context.minimum_version = (ssl.TLSVersion.TLSv1_3 if tls.tls_version == "1.3"
+                               else ssl.TLSVersion.TLSv1_2)
+    if tls.insecure:
+        context.check_hostname = False
+    return context
+
+
+def mqtt_tls(settings: Settings) -> TlsOptions | None:
+    """The broker's TLS options: for an mqtts:// URL, or whenever a file is set (so
+    that MqttSource refuses certificate files given with a plaintext mqtt:// URL
+    instead of ignoring them)."""
+    t = settings.mqtt.tls
+    if not settings.mqtt.url.startswith("mqtts:") and not (t.ca_file or t.cert_file
+                                                             or t.key_file):
+        return None
+    return TlsOptions(ca_file=t.ca_file, cert_file=t.cert_file, key_file=t.key_file,
+                      tls_version=t.tls_version, insecure=t.insecure)
 
 
 class Service:
@@ -125,10 +184,15 @@ class Service:
         self.metrics = IngestMetrics()
         self.hub = EventHub(registry=self.metrics.registry)
         state_dir = settings.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        owner_only_dir(state_dir)
         self.store = make_store(settings, self.table)
-        self.spool = Spool(state_dir / "spool.bin")
         self.checkpoint = CheckpointFile(state_dir / "detectors.npz")
+        saved = self.checkpoint.load()
+        # A spool of 0.1 (sensor rows, not ids) is readable only with the table it
+        # was written with: the checkpoint's (ingest.spool, "Spools of 0.1").
+        self.spool = Spool(state_dir / "spool.bin", list(self.table.ids),
+                           max_bytes=settings.ingest.spool_max_bytes,
+                           legacy_sensor_ids=None if saved is None else saved.sensor_ids)
         groups, unfitted = mspc if mspc is not None else load_group_models(
             load_mspc_config(settings.mspc_file(), self.plant), state_dir)
         for group_id in unfitted:
@@ -168,7 +232,8 @@ class Service:
             will = (death.topic, death.payload, death.qos, death.retain)
         self.engine = Engine.for_plant(self.table, self.detector, self.alarms,
                                        sparkplug=self.sparkplug, limits=decode_limits)
-        cut = self.engine.restore(self.checkpoint.load(), int(time.time() * 1000))
+        cut = self.engine.restore(saved, int(time.time() * 1000))
+        log.info("alarm state restored from %s", self.alarms.restored_from)
         if cut:
             log.info("alarm journal ran %d bytes ahead of the detector checkpoint; the "
                      "readings behind those events are redelivered by the broker", cut)
@@ -181,21 +246,32 @@ class Service:
             max_pending=settings.mqtt.max_pending_messages,
             connect_timeout_s=settings.mqtt.connect_timeout_s,
             protocol=settings.mqtt.protocol,
+            tls=mqtt_tls(settings),
+            username=settings.mqtt.username,
+            password=None if settings.mqtt.password is None
+            else settings.mqtt.password.get_secret_value(),
         )
         self.writer = StoreWriter(
             self.store, self.spool, self.metrics, concurrency=settings.ingest.write_concurrency,
             coalesce_readings=settings.ingest.write_coalesce_readings,
         )
+        # Every notification that leaves the process is recorded here first
+        # (notify.outbox); the pipeline syncs it in the step that caused it.
+        self.outbox = Outbox(state_dir / "outbox.jsonl")
+        self.dispatcher = OutboxDispatcher(
+            self.outbox, {}, retry_for_s=settings.notify.outbox.retry_for_s,
+            registry=self.metrics.registry)
         self.webhooks: WebhookNotifier | None = None
         if settings.notify.webhooks:
             self.webhooks = WebhookNotifier(webhook_targets(settings.notify.webhooks),
-                                            registry=self.metrics.registry)
+                                            registry=self.metrics.registry, outbox=self.outbox)
         area_site = {area.id: site for site, area in self.plant.areas()}
         fire_control = self.alarm_config.fire_control
+        durable_publish = outbox_publish(self.outbox)
         channels: list[Notifier] = [
             SseChannel(self.hub, area_site),
-            MqttStateChannel(self._publish, area_site),
-            FireControlChannel(self._publish, fire_control),
+            MqttStateChannel(durable_publish, area_site),
+            FireControlChannel(durable_publish, fire_control),
         ]
         if self.webhooks is not None:
             channels.append(WebhookChannel(self.webhooks, fire_control, area_site))
@@ -212,11 +288,13 @@ class Service:
                 deadletter_topic=settings.mqtt.deadletter_topic,
                 decode_limits=decode_limits,
             ),
-            on_alarm_outcome=self.notifier,
+            on_alarm_outcome=self._announce,
             on_connection_lost=self.engine.connection_lost,
+            after_checkpoint=self._maybe_compact,
         )
         self.writer.on_refused = self.pipeline.dead_letter_refused
         self.metrics.registry.register(SourceCollector(self.source))
+        self.metrics.registry.register(AlarmCollector(self.alarms.manager))
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._api_socket: socket.socket | None = None
@@ -226,6 +304,26 @@ class Service:
     def _make_alarm_system(self, state_dir: Path) -> AlarmSystem:
         return self.alarm_config.system(self.plant, AlarmJournal(state_dir / "alarms.jsonl"),
                                         HazardJournal(state_dir / "hazards.jsonl"))
+
+    def _maybe_compact(self, now_ms: int) -> None:
+        """Snapshot the alarm state and start new journal segments now and then, so
+        start-up replays only what follows (alarms.compaction). The in-memory
+        history keeps ``HISTORY_KEPT_MS`` (a half-year report's worth); the closed
+        segments keep everything."""
+        journal = self.alarms.journal
+        if isinstance(journal, AlarmJournal) and journal.should_compact(
+                now_ms, every_records=self.settings.journal.compact_every_records,
+                every_ms=COMPACT_EVERY_MS):
+            started = time.monotonic()
+            self.alarms.compact(keep_ms=HISTORY_KEPT_MS)
+            log.info("alarm journal compacted in %.2f s", time.monotonic() - started)
+
+    def _announce(self, outcome: Outcome) -> None:
+        """Tell every channel, then record the notifications (one fsync). An outbox
+        that cannot be written stops the step, like a journal that cannot: what is
+        not recorded must not be acknowledged."""
+        self.notifier(outcome)
+        self.outbox.sync()
 
     def _sparkplug_online(self) -> None:
         """On every (re)connect: the host's STATE birth (paho's thread; publish is safe)."""
@@ -240,7 +338,9 @@ class Service:
         connected = self.source.connected
         store_up = self.writer.store_up
         session_problem = self.source.session_problem
-        status = "ok" if connected and store_up else "degraded"
+        outbox = self._outbox_health()
+        healthy = connected and store_up and not outbox["late"] and not self.spool.full
+        status = "ok" if healthy else "degraded"
         return {
             "status": "error" if session_problem else status,
             "mqtt_connected": connected,
@@ -248,8 +348,12 @@ class Service:
             "store": self.settings.store,
             "store_up": store_up,
             "spool_readings": self.spool.readings,
+            "spool_bytes": self.spool.bytes,
+            "spool_full": self.spool.full,
+            "spool_held_readings": self.writer.held,
             "writer_queue": self.writer.queued,
             "source_pending": self.source.pending,
+            "outbox": outbox,
             "standing_alarms": len(self.alarms.manager.standing()),
             "posts_in_flood": [f.post for f in self.alarms.manager.floods.open_floods()],
             "uptime_s": round(time.time() - self.started_at, 1),
@@ -257,6 +361,17 @@ class Service:
                 "online_nodes": ["/".join(k) for k in self.sparkplug.online_nodes()],
                 "stale_sensors": sorted(self.sparkplug.stale_sensors()),
             },
+        }
+
+    def _outbox_health(self) -> dict[str, Any]:
+        oldest = self.outbox.oldest_ms()
+        age_s = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
+        return {
+            "pending": self.outbox.depth(),
+            "oldest_age_s": round(age_s, 1),
+            "by_lane": {lane: self.outbox.depth(lane) for lane in self.outbox.lanes()
+                        if self.outbox.depth(lane)},
+            "late": age_s > self.settings.notify.outbox.degraded_after_s,
         }
 
     def api_services(self) -> ApiServices:
@@ -270,7 +385,33 @@ class Service:
             health=self.health,
             tokens=self.tokens,
             commit=self.pipeline.commit,
+            require_token_for_reads=self.settings.api.require_token_for_reads,
+            readiness=self.readiness,
         )
+
+    def readiness(self) -> dict[str, Any]:
+        """``/readyz``: may this instance be relied on for alarms right now?
+
+        Not ready while the broker is not connected, the spool is full (readings
+        wait in the broker), notifications are late, or the broker session is not
+        ours. A store that is down is *not* a reason: the spool takes the readings
+        and the alarms work (``/healthz`` says ``degraded``). Liveness
+        (``/livez``) is apart: a liveness probe must never restart a service that
+        is working on its spool."""
+        reasons: list[str] = []
+        if not self.source.connected:
+            reasons.append("the MQTT broker is not connected")
+        if self.spool.full:
+            reasons.append("the spool is full: readings wait in the broker until the store "
+                           "is back")
+        outbox = self._outbox_health()
+        if outbox["late"]:
+            reasons.append(f"{outbox['pending']} notification(s) undelivered, the oldest "
+                           f"{outbox['oldest_age_s']:.0f} s old (notify.outbox."
+                           f"degraded_after_s = {self.settings.notify.outbox.degraded_after_s:g})")
+        if self.source.session_problem:
+            reasons.append(f"MQTT session: {self.source.session_problem}")
+        return {"ready": not reasons, "reasons": reasons}
 
     def bind_api(self) -> int:
         """Bind the API socket now, so the port is known before ``run`` (port 0 = free)."""
@@ -353,10 +494,12 @@ class Service:
                 if not await self._try_start_store():
                     store_start = tg.create_task(self._start_store(), name="store-start")
                 writer = tg.create_task(self.writer.run(), name="store-writer")
-                webhooks = None
+                senders: dict[str, Sender] = {"mqtt": MqttSender(self.source.publish_and_wait)}
                 if self.webhooks is not None:
                     await exits.enter_async_context(self.webhooks)
-                    webhooks = tg.create_task(self.webhooks.run(), name="webhooks")
+                    senders.update(self.webhooks.senders())
+                self.dispatcher.use(senders)
+                notifications = tg.create_task(self.dispatcher.run(), name="notifications")
                 pipeline = tg.create_task(self.pipeline.run(), name="pipeline")
                 memory = tg.create_task(self._release_memory(), name="release-memory")
                 api = tg.create_task(server.serve(sockets=[self._api_socket]), name="api")
@@ -376,10 +519,9 @@ class Service:
                 server.should_exit = True
                 await api
                 writer.cancel()
-                if webhooks is not None and self.webhooks is not None:
-                    with contextlib.suppress(TimeoutError):
-                        await self.webhooks.join(5)
-                    webhooks.cancel()
+                with contextlib.suppress(TimeoutError):
+                    await self.dispatcher.join(5)  # the rest is sent after the restart
+                notifications.cancel()
                 if store_start is not None:
                     store_start.cancel()
                 if self.sparkplug is not None:
@@ -394,5 +536,6 @@ class Service:
                 metrics_server.server_close()
             await self.store.close()
             self.spool.close()
+            self.outbox.close()
             if self._api_socket is not None:
                 self._api_socket.close()

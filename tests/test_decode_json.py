@@ -109,3 +109,14 @@ def test_every_reading_is_kept_or_rejected_exactly_once(readings) -> None:
     assert np.isfinite(r.batch.value).all()
     rejected = {x.index for x in r.rejections}
     assert len(rejected) == len(r.rejections)
+
+
+def test_a_timestamp_in_seconds_is_refused_saying_which_unit_was_meant() -> None:
+    r = decode({"ts": NOW // 1000, "readings": [{"sensor": "A", "value": 1.0}]})
+    [x] = r.rejections
+    assert x.reason == "timestamp_too_old"
+    assert f"it looks like seconds since the epoch: send milliseconds (now is {NOW})" in x.detail
+    r = decode({"ts": NOW * 1_000_000, "readings": [{"sensor": "A", "value": 1.0}]})
+    assert "it looks like nanoseconds" in r.rejections[0].detail
+    r = decode({"ts": NOW - 40 * 86_400_000, "readings": [{"sensor": "A", "value": 1.0}]})
+    assert "looks like" not in r.rejections[0].detail  # just old: no unit to blame

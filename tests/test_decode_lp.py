@@ -285,3 +285,11 @@ def test_pathological_lines_are_rejected_in_linear_time(line: str) -> None:
     # Not a speed target: catastrophic regex backtracking would take hours on
     # these lines; linear parsing takes a fraction of a second.
     assert time.perf_counter() - start < 10.0
+
+
+def test_a_precision_that_does_not_match_the_gateway_is_named() -> None:
+    r = decode(f"m,sensor=A value=1 {NOW // 1000}", precision="ms")  # seconds sent as ms
+    [x] = r.rejections
+    assert x.reason == "timestamp_too_old"
+    assert "read with precision ms it is 1000× off the clock" in x.detail
+    assert "make the precision match" in x.detail
