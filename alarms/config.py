@@ -45,7 +45,10 @@ Priority = Literal["highest", "high", "medium", "low"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # No inf or nan anywhere: an infinite response time or re-alarm interval
+    # would overflow at the first tick and stop the service in a crash loop.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
 class RationalizationEntry(_Model):
@@ -59,7 +62,7 @@ class RationalizationEntry(_Model):
     cause: str | None = None
     consequence: str | None = None
     corrective_action: str | None = None
-    max_response_s: float | None = Field(default=None, gt=0)
+    max_response_s: float | None = Field(default=None, gt=0, le=7 * 86_400)
     alarm_class: str | None = Field(default=None, alias="class")
 
     def fields(self) -> dict[str, Any]:
@@ -134,7 +137,7 @@ class Escalation(_Model):
 
     enabled: bool = True
     levels: list[Level] = Field(default_factory=lambda: list(LEVELS), min_length=1)
-    repeat_min: float = Field(default=5.0, gt=0)
+    repeat_min: float = Field(default=5.0, ge=0.1, le=1440)
 
     @field_validator("levels")
     @classmethod
@@ -158,7 +161,11 @@ class Commissioning(_Model):
 class FireControl(_Model):
     """Where second-level combustible gas alarms also go (GB/T 50493 §5.1.2)."""
 
-    mqtt_topic: str = "plantwatch/fire-control/{site}"
+    # Under plantwatch/: the broker's ACL lets plantwatch publish there and
+    # nowhere else (deploy/mosquitto/acl.example); MQTT 3.1.1 gives no sign when a
+    # publish is denied, so a topic elsewhere would lose every fire notice.
+    mqtt_topic: str = Field(default="plantwatch/fire-control/{site}",
+                            pattern=r"^plantwatch/[^#+]*$")
     kinds: list[str] = Field(default_factory=lambda: ["combustible_lel"])
     limits: list[str] = Field(default_factory=lambda: ["hh"])
 
@@ -215,7 +222,9 @@ class AlarmConfig(_Model):
         if not e.enabled:
             return None
         return EscalationPolicy(tuple(e.levels), int(e.repeat_min * 60_000),
-                                enterprise=plant.enterprise.id)
+                                enterprise=plant.enterprise.id,
+                                quiet_areas=frozenset(self.commissioning.areas),
+                                quiet_sensors=frozenset(self.commissioning.sensors))
 
     def catalogue(self, plant: PlantConfig) -> AlarmCatalogue:
         return AlarmCatalogue(

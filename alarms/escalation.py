@@ -10,16 +10,22 @@ are the alarm philosophy's (``escalation:`` in ``alarms.yaml``).
 
 Only an alarm that is active, unacknowledged and annunciated escalates: a
 shelved, suppressed, out-of-service or flood-held point is not shown to the
-operator, so nobody is failing to respond to it; an alarm that returned to
-normal unacknowledged has stopped asking for a response. Each escalation is
+operator, so nobody is failing to respond to it, and once it is shown again
+the operator has its full response time anew; an alarm that returned to
+normal unacknowledged has stopped asking for a response until it is raised
+again. The clock starts when the alarm became unacknowledged and keeps
+running through raises and clears until someone acknowledges it, so an alarm
+that flaps without anyone acknowledging it escalates too. Areas and sensors
+being commissioned do not escalate. Each escalation is
 an :class:`~alarms.records.EscalationRecord` in the journal (the audit trail
 keeps who was told and when), an ``escalated`` change on every notification
 channel, and the point's ``escalation`` field on the API.
 
-The clock is the alarm's raise time (the reading's time). For a reading that
-arrives late, the first escalation may therefore follow its raise at once:
-nobody responded, whoever's fault that was, and telling someone is the safe
-side.
+The clock is alarm time (the readings' times). For a reading that arrives
+late, the first escalation may therefore follow its raise at once: nobody
+responded, whoever's fault that was, and telling someone is the safe side.
+Each escalation carries the time it fell due, so one made again after a
+crash is the same record with the same notification id.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ class EscalationPolicy:
     levels: tuple[Level, ...] = LEVELS
     repeat_ms: int = 300_000
     enterprise: str = ""
+    quiet_areas: frozenset[str] = frozenset()
+    """Areas being commissioned: their alarms do not escalate (alarms.yaml commissioning)."""
+    quiet_sensors: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.levels:
@@ -65,18 +74,28 @@ def due(points: Iterable[AlarmPoint], now_ms: int, policy: EscalationPolicy) -> 
     out: list[EscalationRecord] = []
     for p in points:
         max_response_s = p.definition.max_response_s
-        if (max_response_s is None or not p.process_active or p.acked or not p.annunciable
-                or p.flood_held or p.raised_ts is None):
+        since, shown = p.unacked_since_ts, p.shown_since_ts
+        if (max_response_s is None or not p.process_active or p.acked or since is None
+                or shown is None or not p.annunciable or p.flood_held
+                or p.area in policy.quiet_areas or p.sensor in policy.quiet_sensors):
             continue
         current = p.current_escalation()
+        response_ms = int(max_response_s * 1000)
         if current is None:
-            level, when = 1, p.raised_ts + int(max_response_s * 1000)
+            # The operator has had max_response_s since both the alarm stood
+            # unacknowledged and it was shown (after a shelve or a flood, anew).
+            first, anchor = 1, max(since, shown) + response_ms
         else:
-            level, when = current.level + 1, current.ts + policy.repeat_ms
-        if now_ms < when:
+            first, anchor = current.level + 1, max(current.ts + policy.repeat_ms,
+                                                   shown + response_ms)
+        if now_ms < anchor:
             continue
+        # One record for the level due now: an alarm that has stood unacknowledged
+        # for an hour (readings that arrived late, a service that was down) goes
+        # straight to the level an hour earns, not one level a tick.
+        steps = (now_ms - anchor) // policy.repeat_ms
+        level, when = first + steps, anchor + steps * policy.repeat_ms
         to = policy.levels[min(level, len(policy.levels)) - 1]
-        out.append(EscalationRecord(p.alarm_id, level, to, policy.target(to, p), p.raised_ts,
-                                    now_ms))
+        out.append(EscalationRecord(p.alarm_id, level, to, policy.target(to, p), since, when))
     out.sort(key=lambda r: r.alarm_id)
     return out

@@ -427,6 +427,8 @@ class AlarmManager:
             return []
         ts = ev.ts
         p.process_active = True
+        if p.acked or p.unacked_since_ts is None:
+            p.unacked_since_ts = ts
         p.acked = False
         p.latched_hold = False
         p.raised_ts, p.raised_value, p.setpoint = ts, ev.value, ev.setpoint
@@ -500,9 +502,10 @@ class AlarmManager:
         """Record an escalation on its point; nothing if the point was acknowledged or
         raised again meanwhile (a replayed record after a journal cut, say)."""
         p = self._points.get(record.alarm_id)
-        if p is None or p.acked or not p.process_active or p.raised_ts != record.raised_ts:
+        if (p is None or p.acked or not p.process_active
+                or p.unacked_since_ts != record.since):
             return []
-        p.escalation = Escalation(record.level, record.to, record.target, record.raised_ts,
+        p.escalation = Escalation(record.level, record.to, record.target, record.since,
                                   record.ts)
         self.audit.append({**to_json(record), "action": "escalate", "by": "system",
                            "role": "system", "state_after": p.state,
@@ -573,6 +576,7 @@ class AlarmManager:
         changes: list[AlarmChange] = []
         if action == "ack":
             p.acked = True
+            p.unacked_since_ts = None
             changes.append(self._change(ChangeKind.ACKED, p, p.annunciable, ts, by=by,
                                         reason=reason))
         elif action == "shelve":
@@ -678,6 +682,12 @@ class AlarmManager:
     def _change(self, change: ChangeKind, p: AlarmPoint, annunciate: bool, ts: int, *,
                 by: str | None = None, reason: str | None = None,
                 detail: dict[str, Any] | None = None) -> AlarmChange:
+        # Every change passes here after its mutation: keep the time since which the
+        # operator has been shown the point (escalation counts from it).
+        if not p.annunciable or p.flood_held:
+            p.shown_since_ts = None
+        elif p.shown_since_ts is None:
+            p.shown_since_ts = ts
         return AlarmChange(change, ts, p.alarm_id, p.post, annunciate, p.to_dict(), by=by,
                            reason=reason, detail=detail)
 

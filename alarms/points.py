@@ -108,7 +108,7 @@ class Escalation:
     level: int
     to: str  # team, workshop or enterprise
     target: str  # that team's, workshop's or enterprise's id
-    raised_ts: int  # the activation it belongs to
+    since: int  # the point's unacked_since_ts: the unacknowledged alarm it belongs to
     ts: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +152,12 @@ class AlarmPoint:
     stale: bool = False
     recent_raises: list[int] = field(default_factory=list)
     escalation: Escalation | None = None
+    unacked_since_ts: int | None = None
+    """When the point last went from acknowledged to not (a raise after an ack);
+    cleared by the acknowledgement. A flapping alarm nobody acknowledges keeps it."""
+    shown_since_ts: int | None = None
+    """Since when the operator has been shown the point (not shelved, suppressed, out
+    of service or held back by a flood); None while hidden."""
 
     @property
     def state(self) -> AlarmState:
@@ -167,9 +173,9 @@ class AlarmPoint:
         return self.shelved is None and self.out_of_service is None and not self.suppressed_by
 
     def current_escalation(self) -> Escalation | None:
-        """The escalation of the present activation, if it is still unacknowledged."""
+        """The escalation of the alarm nobody has acknowledged yet, if any."""
         e = self.escalation
-        if e is None or e.raised_ts != self.raised_ts or self.acked:
+        if e is None or self.acked or e.since != self.unacked_since_ts:
             return None
         return e
 

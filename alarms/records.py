@@ -168,8 +168,10 @@ class EscalationRecord:
 
     ``level`` counts from 1 (the first escalation); ``to`` is the level of the
     plant hierarchy it went to (``team``, ``workshop``, ``enterprise``) and
-    ``target`` that team's, workshop's or enterprise's id. ``raised_ts`` names
-    the activation it belongs to (a later raise starts again at level 1).
+    ``target`` that team's, workshop's or enterprise's id. ``since`` names the
+    unacknowledged alarm it belongs to (the point's ``unacked_since_ts``: after
+    an acknowledgement, a new raise starts again at level 1). ``ts`` is when it
+    fell due, so the same escalation made again after a crash is the same record.
     """
 
     kind: ClassVar[RecordKind] = RecordKind.ESCALATION
@@ -177,7 +179,7 @@ class EscalationRecord:
     level: int
     to: str
     target: str
-    raised_ts: int
+    since: int
     ts: int
 
     @property
@@ -270,7 +272,7 @@ def to_json(record: Record) -> dict[str, Any]:
         return {"type": "tick", "ts": record.ts}
     if isinstance(record, EscalationRecord):
         return {"type": "escalation", "alarm_id": record.alarm_id, "level": record.level,
-                "to": record.to, "target": record.target, "raised_ts": record.raised_ts,
+                "to": record.to, "target": record.target, "since": record.since,
                 "ts": record.ts}
     return dict(record.data)
 
@@ -306,5 +308,5 @@ def from_json(data: Mapping[str, Any]) -> Record:
         return TickRecord(ts)
     if kind == "escalation":
         return EscalationRecord(str(data["alarm_id"]), int(data["level"]), str(data["to"]),
-                                str(data["target"]), int(data["raised_ts"]), ts)
+                                str(data["target"]), int(data["since"]), ts)
     return UnknownRecord(dict(data), ts)

@@ -47,6 +47,8 @@ class Outcome:
     risk: list[AreaRisk] = field(default_factory=list)
     journaled: list[Record] = field(default_factory=list)
     """The records this commit appended to the journal."""
+    ts: int | None = None
+    """The alarm system's time of the commit (risk colour changes carry it)."""
 
     def __bool__(self) -> bool:
         return bool(self.changes or self.hazards or self.risk)
@@ -184,7 +186,7 @@ class AlarmSystem:
     # ------------------------------------------------------------------ commits
     def commit(self, records: Iterable[Record], now_ms: int) -> Outcome:
         """Apply records, journal the ones that mattered (fsync), derive hazards and risk."""
-        out = Outcome()
+        out = Outcome(ts=now_ms)
         keep: list[Record] = []
         for record in records:
             changes = self.manager.apply(record)
@@ -268,7 +270,23 @@ class AlarmSystem:
             if made is not None:
                 self._journal_hazard(made.record)
                 raised.append(made.hazard)
+            else:
+                # The very change that opened a ticket, made again from redelivered
+                # readings after a crash (the alarm journal was cut back, the hazard
+                # journal was not): announce that ticket again, its notice may not
+                # have been recorded before the crash.
+                again = self._opened_by(source, point["sensor"], c.alarm_id, c.ts)
+                if again is not None:
+                    raised.append(again)
         return raised
+
+    def _opened_by(self, source: str, sensor: str, alarm_id: str | None, ts: int
+                   ) -> Hazard | None:
+        for hazard in self.hazards.list():
+            if (hazard.is_open and hazard.source == source and hazard.sensor == sensor
+                    and hazard.source_ref == alarm_id and hazard.created_ts == ts):
+                return hazard
+        return None
 
     def _journal_hazard(self, record: Mapping[str, Any]) -> None:
         """Journal a record the registry has just applied; if the journal cannot

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from alarms.lifecycle import AlarmManager
-from alarms.points import PRIORITIES
+from alarms.points import PRIORITIES, AlarmPoint
 
 __all__ = ["AlarmCollector"]
 
@@ -31,7 +31,13 @@ class AlarmCollector(Collector):
         self.manager = manager
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        standing = self.manager.standing()
+        standing: list[AlarmPoint] = []
+        for _ in range(5):  # /metrics on api.metrics_port reads from another thread
+            try:
+                standing = self.manager.standing()
+                break
+            except RuntimeError:  # the loop changed the points meanwhile: read again
+                continue
         by_state: Counter[tuple[str, str]] = Counter((p.priority, p.state) for p in standing)
         shown = Counter(p.priority for p in standing if p.annunciable and not p.flood_held)
         escalated = Counter(e.to for p in standing if (e := p.current_escalation()) is not None)
@@ -55,5 +61,9 @@ class AlarmCollector(Collector):
         for to in ("team", "workshop", "enterprise"):
             g.add_metric([to], escalated.get(to, 0))
         yield g
+        try:
+            floods = len(self.manager.floods.open_floods())
+        except RuntimeError:
+            floods = 0
         yield GaugeMetricFamily("plantwatch_posts_in_flood", "Posts in an alarm flood now",
-                                value=len(self.manager.floods.open_floods()))
+                                value=floods)

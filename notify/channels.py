@@ -45,17 +45,19 @@ Publish = Callable[[str, bytes, int, bool], None]
 """``publish(topic, payload, qos, retain)`` on the plant's broker."""
 
 
-def outbox_publish(outbox: Outbox, clock: Callable[[], float] = time.time) -> Publish:
-    """A :data:`Publish` that records each message in the outbox's ``mqtt`` lane.
+def outbox_publish(outbox: Outbox, clock: Callable[[], float] = time.time,
+                   lane: str = "mqtt") -> Publish:
+    """A :data:`Publish` that records each message in the outbox's ``lane``.
 
-    The service gives this to :class:`MqttStateChannel` and
-    :class:`FireControlChannel`, so retained alarm states and fire-control
-    notices reach the broker at least once, even across a crash.
+    The service gives this to :class:`MqttStateChannel` (lane ``mqtt``) and
+    :class:`FireControlChannel` (lane ``mqtt:fire``, so a fire notice never
+    waits behind a flood of retained states), so both reach the broker at
+    least once, even across a crash.
     """
 
     def publish(topic: str, payload: bytes, qos: int, retain: bool) -> None:
         kind = topic.split("/", 2)[1] if topic.count("/") >= 1 else "mqtt"
-        outbox.add(Delivery.make("mqtt", kind, payload, int(clock() * 1000), topic=topic,
+        outbox.add(Delivery.make(lane, kind, payload, int(clock() * 1000), topic=topic,
                                  qos=qos, retain=retain))
 
     return publish
@@ -81,7 +83,8 @@ class SseChannel(_Sites):
     def notify(self, outcome: Outcome) -> None:
         each(self.name, outcome.changes, self._change)
         each(self.name, outcome.risk,
-             lambda area: self.hub.publish("risk", risk_data(area, self.site(area.area))))
+             lambda area: self.hub.publish("risk", risk_data(area, self.site(area.area),
+                                                             outcome.ts)))
         each(self.name, outcome.hazards,
              lambda hazard: self.hub.publish("hazard", hazard_data(hazard)))
 
@@ -105,12 +108,12 @@ class MqttStateChannel(_Sites):
     def notify(self, outcome: Outcome) -> None:
         each(self.name, [c.point for c in outcome.changes if c.point is not None],
              lambda point: self.publish(alarm_topic(point), orjson.dumps(point), 1, True))
-        each(self.name, outcome.risk, self._risk)
+        each(self.name, outcome.risk, lambda area: self._risk(area, outcome.ts))
 
-    def _risk(self, area: AreaRisk) -> None:
+    def _risk(self, area: AreaRisk, ts: int | None) -> None:
         site = self.site(area.area)
         self.publish(f"plantwatch/risk/{site}/{area.area}",
-                     orjson.dumps(risk_data(area, site)), 1, True)
+                     orjson.dumps(risk_data(area, site, ts)), 1, True)
 
 
 class FireControlChannel:
@@ -146,7 +149,8 @@ class WebhookChannel(_Sites):
     def notify(self, outcome: Outcome) -> None:
         each(self.name, outcome.changes, self._change)
         each(self.name, outcome.risk,
-             lambda area: self.webhooks.notify(risk_data(area, self.site(area.area))))
+             lambda area: self.webhooks.notify(risk_data(area, self.site(area.area),
+                                                         outcome.ts)))
         each(self.name, outcome.hazards,
              lambda hazard: self.webhooks.notify(hazard_data(hazard)))
 

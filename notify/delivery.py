@@ -84,9 +84,16 @@ class _OutboxCollector(Collector):
                                 "Age of the oldest notification not yet delivered (0: none)",
                                 labels=["lane"])
         now_ms = self.clock() * 1000
-        for lane in self.outbox.lanes():
-            depth.add_metric([lane], self.outbox.depth(lane))
-            oldest = self.outbox.oldest_ms(lane)
+        rows: list[tuple[str, int, int | None]] = []
+        for _ in range(5):  # /metrics on api.metrics_port reads from another thread
+            try:
+                rows = [(lane, self.outbox.depth(lane), self.outbox.oldest_ms(lane))
+                        for lane in self.outbox.lanes()]
+                break
+            except RuntimeError:  # the loop changed a lane meanwhile: read again
+                continue
+        for lane, n, oldest in rows:
+            depth.add_metric([lane], n)
             age.add_metric([lane], 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000))
         yield depth
         yield age

@@ -56,8 +56,10 @@ def system_data(change: AlarmChange) -> dict[str, Any]:
     return {"type": kind, **change.to_dict()}
 
 
-def risk_data(area: AreaRisk, site: str) -> dict[str, Any]:
-    return {"type": "risk", "site": site, **area.to_dict()}
+def risk_data(area: AreaRisk, site: str, ts: int | None = None) -> dict[str, Any]:
+    """An area's risk colour now; ``ts``: when it changed (so red, orange, red again
+    are three notifications, not a repeat a receiver would drop)."""
+    return {"type": "risk", "site": site, **area.to_dict(), "ts": ts}
 
 
 def hazard_data(hazard: Hazard) -> dict[str, Any]:

@@ -12,13 +12,15 @@ therefore leaves either the deliveries on disk, or the journal cut back at
 start-up so that the broker redelivers the readings and the same records (and
 deliveries) are produced again.
 
-Delivery is at least once, in order per lane (a webhook target, or the
-broker), with a stable id: ``X-Plantwatch-Delivery`` is derived from the lane
-and the body, so a delivery retried, resent after a restart, or produced again
-from redelivered readings carries the same id and a receiver drops the
-duplicate. A delivery is retried until it succeeds, a receiver refuses it for
-good (a 4xx other than 408/429), or ``retry_for_s`` (default 24 h) has passed
-since it was recorded.
+Delivery is at least once, in order per lane (a webhook target, its
+fire-control lane, the broker, the broker's fire-control lane), with a stable
+id: ``X-Plantwatch-Delivery`` is derived from the lane and the body, so a
+delivery retried, resent after a restart, or produced again from redelivered
+readings carries the same id and a receiver drops the repeat. Every body
+names the time of its change, so two different notifications never share an
+id. A delivery is retried until it succeeds, the receiver refuses it for good
+(``notify.webhooks.REFUSED_FOR_GOOD``), or ``retry_for_s`` (default 24 h) has
+passed since it was recorded.
 
 File format (``<state_dir>/outbox.jsonl``, JSON lines, owner-only): an ``add``
 line per delivery and a ``done`` line when it is settled. Done lines are not
@@ -29,6 +31,7 @@ file is rewritten, with only the pending deliveries, once it has grown past
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -110,11 +113,14 @@ class Outbox:
     def __init__(self, path: str | Path | None, *, rewrite_bytes: int = 8 << 20) -> None:
         self.path = None if path is None else Path(path)
         self.rewrite_bytes = rewrite_bytes
-        self._lanes: dict[str, OrderedDict[str, Delivery]] = {}
+        self._lanes: dict[str, OrderedDict[int, Delivery]] = {}
         self._staged: list[Delivery] = []
         self._fd: int | None = None
         self._bytes = 0
+        self._seq = 0
+        self._pending_bytes = 0
         self.torn_lines_dropped = 0
+        self.unreadable_lines = 0
         self.on_added: Callable[[str], None] | None = None
         self.settled: dict[Settled, int] = {"delivered": 0, "refused": 0, "expired": 0}
         if self.path is not None:
@@ -136,35 +142,54 @@ class Outbox:
             return 0
         if self._fd is not None:
             data = b"".join(d.to_line() for d in staged)
-            try:
-                _write_all(self._fd, data)
-                os.fsync(self._fd)
-            except OSError:
-                self._staged = staged + self._staged
-                raise
-            self._bytes += len(data)
+            self._append(data, fsync=True, staged=staged)
         lanes: set[str] = set()
         for d in staged:
-            lane = self._lanes.setdefault(d.lane, OrderedDict())
-            if d.id not in lane:  # produced again from redelivered readings: sent once
-                lane[d.id] = d
-                lanes.add(d.lane)
+            # Every delivery is kept, in order, even one equal to another still
+            # pending: a point shelved and unshelved sends the same state twice,
+            # and the second is the truth. (The receiver drops a repeated id.)
+            self._seq += 1
+            self._lanes.setdefault(d.lane, OrderedDict())[self._seq] = d
+            self._pending_bytes += len(d.to_line())
+            lanes.add(d.lane)
         if self.on_added is not None:
             for name in sorted(lanes):
                 self.on_added(name)
         return len(staged)
 
+    def _append(self, data: bytes, *, fsync: bool, staged: list[Delivery] | None = None
+                ) -> None:
+        """Append ``data``; on a write error cut the file back to its last whole line
+        (a short write must not leave a torn line in the middle) and re-raise."""
+        assert self._fd is not None
+        try:
+            _write_all(self._fd, data)
+            if fsync:
+                os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._bytes)
+            if staged is not None:
+                self._staged = staged + self._staged
+            raise
+        self._bytes += len(data)
+
     def settle(self, delivery: Delivery, how: Settled) -> None:
-        """Mark a delivery done (delivered, refused for good, or expired)."""
+        """Mark the oldest pending delivery of its lane done (delivered, refused for
+        good, or expired). Lanes deliver in order: only their head is settled."""
         lane = self._lanes.get(delivery.lane)
-        if lane is None or lane.pop(delivery.id, None) is None:
+        if not lane:
             return
+        seq, head = next(iter(lane.items()))
+        if head is not delivery:
+            return
+        del lane[seq]
+        self._pending_bytes -= len(delivery.to_line())
         self.settled[how] += 1
         if self._fd is not None:
             line = orjson.dumps({"done": delivery.id, "lane": delivery.lane, "how": how}) + b"\n"
             try:
-                _write_all(self._fd, line)
-                self._bytes += len(line)
+                self._append(line, fsync=False)
             except OSError as exc:  # it is sent again after a restart; its id dedupes it
                 log.warning("outbox: could not record delivery %s as %s: %s", delivery.id,
                             how, exc)
@@ -176,14 +201,14 @@ class Outbox:
         pending = self._lanes.get(lane)
         if not pending:
             return None
-        return next(iter(pending.values()))
+        return next(iter(pending.values()), None)
 
     def lanes(self) -> list[str]:
         return sorted(self._lanes)
 
     def pending(self, lane: str | None = None) -> Iterator[Delivery]:
         for name in [lane] if lane is not None else sorted(self._lanes):
-            yield from self._lanes.get(name, {}).values()
+            yield from list(self._lanes.get(name, {}).values())
 
     def depth(self, lane: str | None = None) -> int:
         if lane is not None:
@@ -213,18 +238,18 @@ class Outbox:
                 record = orjson.loads(raw)
                 if "add" in record:
                     d = Delivery.from_record(record)
-                    self._lanes.setdefault(d.lane, OrderedDict()).setdefault(d.id, d)
+                    self._seq += 1
+                    self._lanes.setdefault(d.lane, OrderedDict())[self._seq] = d
+                    self._pending_bytes += len(d.to_line())
                 elif "done" in record:
-                    self._lanes.get(str(record.get("lane")), OrderedDict()).pop(
-                        str(record["done"]), None)
+                    self._settle_loaded(str(record.get("lane")), str(record["done"]))
                 else:
                     raise ValueError("neither 'add' nor 'done'")
             except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f"{self.path}: byte {good}: not an outbox record ({exc}); the file is "
-                    "written only by plantwatch: restore it from a backup, or move it aside "
-                    "to start with an empty outbox (pending notifications are then lost)"
-                ) from exc
+                # Skipped, not fatal: a safety service must start. Say what was lost.
+                self.unreadable_lines += 1
+                log.error("outbox %s: byte %d: not an outbox record (%s); skipped: a "
+                          "notification may be lost or sent twice", self.path, good, exc)
             good += len(raw)
         if good < len(data):
             self.torn_lines_dropped += 1
@@ -237,26 +262,44 @@ class Outbox:
         if self.depth():
             log.info("outbox %s: %d notification(s) still to deliver", self.path, self.depth())
 
+    def _settle_loaded(self, lane_name: str, delivery: str) -> None:
+        """A ``done`` line read back: the oldest pending delivery of that id."""
+        lane = self._lanes.get(lane_name)
+        if not lane:
+            return
+        for seq, d in lane.items():
+            if d.id == delivery:
+                del lane[seq]
+                self._pending_bytes -= len(d.to_line())
+                return
+
     def _maybe_rewrite(self) -> None:
         """Keep the file small: rewrite it with only the pending deliveries."""
         if self.path is None or self._bytes < self.rewrite_bytes:
             return
-        pending = [d.to_line() for d in self.pending()]
-        if sum(len(p) for p in pending) * 2 > self._bytes:
+        if self._pending_bytes * 2 > self._bytes:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
         try:
-            _write_all(fd, b"".join(pending))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+            try:
+                _write_all(fd, b"".join(d.to_line() for d in self.pending()))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            new_fd = os.open(tmp, os.O_RDWR | os.O_APPEND)
+            os.replace(tmp, self.path)
+        except OSError as exc:  # the long file still holds everything: carry on with it
+            log.warning("outbox %s: could not rewrite it smaller: %s", self.path, exc)
+            return
+        # From here the new file is the outbox: swap the descriptor before anything
+        # else can fail, so no later append goes to the unlinked old file.
         assert self._fd is not None
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND, _FILE_MODE)
-        self._bytes = os.fstat(self._fd).st_size
+        old_fd, self._fd = self._fd, new_fd
+        os.close(old_fd)
+        self._bytes = os.fstat(new_fd).st_size
+        with contextlib.suppress(OSError):
+            _fsync_dir(self.path.parent)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -5,9 +5,11 @@ target that accepts the event in the durable outbox (:mod:`notify.outbox`),
 so a slow or dead receiver delays nothing but its own lane, and a crash loses
 nothing. :class:`WebhookSender` sends one delivery; the outbox's dispatcher
 (:mod:`notify.delivery`) sends each lane strictly in order and retries
-connection errors, timeouts, 5xx, 408 and 429 with jittered exponential
-backoff for up to ``notify.outbox.retry_for_s`` (default 24 h); any other
-status outside 2xx is a refusal for good, logged and counted.
+every failure with jittered exponential backoff for up to
+``notify.outbox.retry_for_s`` (default 24 h), except the answers that refuse
+this notification for good (:data:`REFUSED_FOR_GOOD`: 400, 410, 413, 415,
+422), which are logged and counted. Fire-control notices have a lane of their
+own per target, so they never wait behind a backlog of other events.
 
 Each delivery is one ``POST`` of ``orjson.dumps(event)`` with these headers:
 
@@ -53,7 +55,8 @@ from notify.delivery import DeliveryError, OutboxDispatcher
 from notify.outbox import Delivery, Outbox
 from store.backoff import Backoff
 
-__all__ = ["WebhookNotifier", "WebhookSender", "WebhookTarget", "lane_of", "verify_signature"]
+__all__ = ["REFUSED_FOR_GOOD", "WebhookNotifier", "WebhookSender", "WebhookTarget", "lane_of",
+           "verify_signature"]
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +127,16 @@ class WebhookTarget:
             raise ValueError(f"{where}: timeout_s must be > 0, got {self.timeout_s}")
 
 
-def lane_of(target: WebhookTarget) -> str:
-    """The outbox lane of a webhook target."""
-    return f"webhook:{target.name}"
+REFUSED_FOR_GOOD = frozenset({400, 410, 413, 415, 422})
+"""Answers that say *this* notification will never be taken (malformed, too large,
+gone for good). Every other failure is retried: a 401/403 during a secret
+rotation, a 404 while the receiver redeploys, 5xx, 408, 429 are all passing."""
+
+
+def lane_of(target: WebhookTarget, event_type: str = "") -> str:
+    """The outbox lane of a webhook target; fire-control notices have their own, so
+    they never wait behind the target's other notifications."""
+    return f"webhook:{target.name}" + (":fire" if event_type == "fire_control" else "")
 
 
 def _header_token(value: object) -> str:
@@ -173,7 +183,7 @@ class WebhookSender:
             return
         raise DeliveryError(
             f"HTTP {status} {response.reason_phrase}".rstrip(),
-            retryable=status >= 500 or status in (408, 429), status=status,
+            retryable=status not in REFUSED_FOR_GOOD, status=status,
         )
 
 
@@ -238,7 +248,8 @@ class WebhookNotifier:
         """One sender per target, by lane (needs ``async with``)."""
         if self._client is None:
             raise RuntimeError("WebhookNotifier.senders() needs `async with WebhookNotifier(...)`")
-        return {lane_of(t): WebhookSender(t, self._client) for t in self.targets}
+        return {lane_of(t, kind): WebhookSender(t, self._client)
+                for t in self.targets for kind in ("alarm", "fire_control")}
 
     # -- the pipeline's side -------------------------------------------------
 
@@ -261,7 +272,7 @@ class WebhookNotifier:
         kind = _header_token(event.get("type", "alarm"))
         now_ms = int(self.clock() * 1000)
         for t in targets:
-            self.outbox.add(Delivery.make(lane_of(t), kind, body, now_ms))
+            self.outbox.add(Delivery.make(lane_of(t, kind), kind, body, now_ms))
         if self._own_outbox:
             self.outbox.sync()
 

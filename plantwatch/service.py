@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
+import orjson
 import uvicorn
 from prometheus_client import start_http_server
 
@@ -52,7 +53,7 @@ from notify.channels import (
 )
 from notify.delivery import MqttSender, OutboxDispatcher, Sender
 from notify.hub import EventHub
-from notify.outbox import Outbox
+from notify.outbox import Delivery, Outbox
 from notify.webhooks import WebhookNotifier, WebhookTarget
 from plantwatch.allocator import RELEASE_INTERVAL_S, release_freed_memory
 from plantwatch.settings import Settings, TlsSettings, WebhookSettings
@@ -232,11 +233,18 @@ class Service:
             will = (death.topic, death.payload, death.qos, death.retain)
         self.engine = Engine.for_plant(self.table, self.detector, self.alarms,
                                        sparkplug=self.sparkplug, limits=decode_limits)
-        cut = self.engine.restore(saved, int(time.time() * 1000))
+        now_ms = int(time.time() * 1000)
+        cut = self.engine.restore(saved, now_ms)
         log.info("alarm state restored from %s", self.alarms.restored_from)
         if cut:
             log.info("alarm journal ran %d bytes ahead of the detector checkpoint; the "
                      "readings behind those events are redelivered by the broker", cut)
+        if saved is None:
+            # A checkpoint from the first moment: a crash in the very first step must
+            # cut the journal back like any other, so that the redelivered readings
+            # raise (and announce) those alarms again.
+            self.checkpoint.save(self.engine.snapshot())
+        self._compact_not_before_ms = 0
         self.source = MqttSource(
             settings.mqtt.url,
             settings.mqtt.client_id,
@@ -254,6 +262,7 @@ class Service:
         self.writer = StoreWriter(
             self.store, self.spool, self.metrics, concurrency=settings.ingest.write_concurrency,
             coalesce_readings=settings.ingest.write_coalesce_readings,
+            on_spool_full=self._spool_full,
         )
         # Every notification that leaves the process is recorded here first
         # (notify.outbox); the pipeline syncs it in the step that caused it.
@@ -267,12 +276,17 @@ class Service:
                                             registry=self.metrics.registry, outbox=self.outbox)
         area_site = {area.id: site for site, area in self.plant.areas()}
         fire_control = self.alarm_config.fire_control
-        durable_publish = outbox_publish(self.outbox)
+        states = MqttStateChannel(outbox_publish(self.outbox), area_site)
         channels: list[Notifier] = [
             SseChannel(self.hub, area_site),
-            MqttStateChannel(durable_publish, area_site),
-            FireControlChannel(durable_publish, fire_control),
+            states,
+            FireControlChannel(outbox_publish(self.outbox, lane="mqtt:fire"), fire_control),
         ]
+        # Risk colours that changed with time alone are not journaled: a crash before
+        # their notice was recorded would leave a stale retained colour for good.
+        # Every start sends each area's colour now (retained states: idempotent).
+        states.notify(Outcome(risk=list(self.alarms.grades(now_ms).values()), ts=now_ms))
+        self.outbox.sync()
         if self.webhooks is not None:
             channels.append(WebhookChannel(self.webhooks, fire_control, area_site))
         self.notifier = Notifications(channels)
@@ -311,12 +325,46 @@ class Service:
         history keeps ``HISTORY_KEPT_MS`` (a half-year report's worth); the closed
         segments keep everything."""
         journal = self.alarms.journal
+        if now_ms < self._compact_not_before_ms:
+            return
         if isinstance(journal, AlarmJournal) and journal.should_compact(
                 now_ms, every_records=self.settings.journal.compact_every_records,
                 every_ms=COMPACT_EVERY_MS):
             started = time.monotonic()
-            self.alarms.compact(keep_ms=HISTORY_KEPT_MS)
+            try:
+                self.alarms.compact(keep_ms=HISTORY_KEPT_MS)
+            except OSError as exc:
+                # Maintenance, not alarm handling: the journal goes on growing and
+                # start-up replays more; try again in ten minutes.
+                self._compact_not_before_ms = now_ms + 600_000
+                log.error("alarm journal compaction failed (%s); the service goes on and "
+                          "tries again in 10 minutes", exc)
+                return
             log.info("alarm journal compacted in %.2f s", time.monotonic() - started)
+
+    def _spool_full(self, full: bool) -> None:
+        """Tell operators when alarm evaluation waits on a full spool, and when not.
+
+        A full spool (the store away longer than ``ingest.spool_max_bytes`` lasts)
+        holds the readings back in the broker, so nothing is lost, but the
+        detectors see no new reading until the store is back: people must know.
+        An ``alarm_system`` event on the SSE stream, to webhooks, and retained
+        on ``plantwatch/system/spool``, recorded in the outbox."""
+        now_ms = int(time.time() * 1000)
+        detail = (f"the spool is full ({self.spool.bytes} bytes, ingest.spool_max_bytes = "
+                  f"{self.settings.ingest.spool_max_bytes}): new readings wait in the broker "
+                  "and are not evaluated for alarms until the store is back"
+                  if full else "the store is back and the spool drained: readings are "
+                  "evaluated again")
+        (log.error if full else log.warning)("%s", detail)
+        data = {"type": "alarm_system", "change": "spool_full" if full else "spool_drained",
+                "ts": now_ms, "detail": detail}
+        self.hub.publish("system", data)
+        if self.webhooks is not None:
+            self.webhooks.notify(data)
+        self.outbox.add(Delivery.make("mqtt", "system", orjson.dumps(data), now_ms,
+                                      topic="plantwatch/system/spool", retain=True))
+        self.outbox.sync()
 
     def _announce(self, outcome: Outcome) -> None:
         """Tell every channel, then record the notifications (one fsync). An outbox
@@ -494,7 +542,8 @@ class Service:
                 if not await self._try_start_store():
                     store_start = tg.create_task(self._start_store(), name="store-start")
                 writer = tg.create_task(self.writer.run(), name="store-writer")
-                senders: dict[str, Sender] = {"mqtt": MqttSender(self.source.publish_and_wait)}
+                broker = MqttSender(self.source.publish_and_wait)
+                senders: dict[str, Sender] = {"mqtt": broker, "mqtt:fire": broker}
                 if self.webhooks is not None:
                     await exits.enter_async_context(self.webhooks)
                     senders.update(self.webhooks.senders())

@@ -94,6 +94,33 @@ def test_a_hidden_alarm_does_not_escalate(hide: str) -> None:
     assert tick(s, T0 + 600 * S) == []
 
 
+def test_an_alarm_that_flaps_without_an_acknowledgement_escalates() -> None:
+    s = system()
+    s.commit([condition("LEL-1:hh", "raise", T0)], T0)
+    s.commit([condition("LEL-1:hh", "clear", T0 + 40 * S)], T0 + 40 * S)
+    s.commit([condition("LEL-1:hh", "raise", T0 + 80 * S)], T0 + 80 * S)
+    [first] = tick(s, T0 + 81 * S)  # unacknowledged since T0: 60 s are long gone
+    assert (first.level, first.since, first.ts) == (1, T0, T0 + 60 * S)
+
+
+def test_an_alarm_shown_again_after_a_shelve_gets_its_full_response_time() -> None:
+    s = system()
+    s.commit([condition("LEL-1:hh", "raise", T0)], T0)
+    s.commit([action_record("shelve", "LEL-1:hh", by="li", reason="calibration", minutes=10,
+                            ts=T0 + S)], T0 + S)
+    back = T0 + S + 600 * S
+    assert tick(s, back) == []  # the shelve expires at this tick
+    assert tick(s, back + 59 * S) == []  # shown again: 60 s from now, not from the raise
+    [first] = tick(s, back + 60 * S)
+    assert first.level == 1
+
+
+def test_commissioning_areas_do_not_escalate() -> None:
+    s = system(philosophy={**PHILOSOPHY, "commissioning": {"areas": ["tf-a"]}})
+    s.commit([condition("LEL-1:hh", "raise", T0)], T0)
+    assert tick(s, T0 + 3600 * S) == []
+
+
 def test_an_alarm_that_returned_to_normal_or_has_no_response_time_does_not_escalate() -> None:
     s = system()
     s.commit([condition("LEL-1:hh", "raise", T0), condition("LEL-1:hh", "clear", T0 + S),
@@ -167,3 +194,25 @@ async def test_the_api_shows_the_escalation_and_audits_it(tmp_path: Path) -> Non
         assert (row["action"], row["by"], row["to"]) == ("escalate", "system", "team")
         await client.post("/api/v1/alarms/LEL-1:hh/ack", headers=r.auth("operator"))
         assert (await client.get("/api/v1/alarms/LEL-1:hh")).json()["escalation"] is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"rationalization": [{"match": "LEL-*:hh", "max_response_s": float("inf")}]},
+    {"defaults": {"realarm_s": {"high": float("inf")}}},
+    {"escalation": {"repeat_min": 0.0001}},
+    {"fire_control": {"mqtt_topic": "fire/{site}"}},
+])
+def test_values_that_would_stop_the_service_are_refused_at_load(
+        bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        parse_alarm_config(bad, parse_plant(small_plant_data()))
+
+
+def test_an_alarm_unacknowledged_for_long_goes_straight_to_the_level_it_earned() -> None:
+    """Readings that arrive an hour late (or a service that was down): one escalation
+    to the level due now, not one level per tick."""
+    s = system()
+    s.commit([condition("LEL-1:hh", "raise", T0)], T0)
+    [late] = tick(s, T0 + 3600 * S)  # due at 60 s, then every 120 s
+    assert (late.level, late.to, late.ts) == (30, "enterprise", T0 + 60 * S + 29 * 120 * S)
+    assert tick(s, T0 + 3601 * S) == []  # nothing more until the next repeat

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alarms.config import parse_alarm_config
 from alarms.hazards import (
     AUTO_REPORTER,
     AUTOMATIC_SOURCES,
@@ -23,7 +24,12 @@ from alarms.hazards import (
     HazardRules,
     RepeatedAlarmCounter,
 )
+from alarms.journal import AlarmJournal
+from alarms.system import AlarmSystem
+from model.plant import parse_plant
 from tests.clock import T0
+from tests.plants import small_plant_data
+from tests.test_alarm_lifecycle import condition
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -578,3 +584,30 @@ def test_a_journal_that_cannot_take_a_record_leaves_memory_and_disk_agreeing(
     assert [h.title for h in (rebuilt.get("HZ-000001"), rebuilt.get(third.id))] == [
         "first", "third"]
     assert len(rebuilt) == len(system.hazards) == 2
+
+
+def test_a_ticket_opened_by_a_change_made_again_after_a_crash_is_announced_again(
+        tmp_path: Path) -> None:
+    """Crash after the hazard was journaled but before its notice was recorded: the
+    alarm journal is cut back to the checkpoint, the redelivered readings make the
+    same fault again, and the open ticket it made is announced again."""
+    plant = parse_plant(small_plant_data())
+    config = parse_alarm_config({}, plant)
+
+    def system() -> AlarmSystem:
+        return config.system(plant, AlarmJournal(tmp_path / "alarms.jsonl"),
+                             HazardJournal(tmp_path / "hazards.jsonl"))
+
+    first = system()
+    checkpoint = first.journal.size()
+    made = first.commit([condition("LEL-1:range", "raise", T0)], T0)
+    [ticket] = made.hazards
+    again = system()
+    again.journal.truncate(checkpoint)  # what Engine.restore does after the crash
+    again.restore(T0)
+    out = again.commit([condition("LEL-1:range", "raise", T0)], T0)
+    assert [h.id for h in out.hazards] == [ticket.id]
+    assert len(again.hazards.list()) == 1  # announced again, not opened twice
+    later = again.commit([condition("LEL-1:range", "clear", T0 + 1000),
+                          condition("LEL-1:range", "raise", T0 + 2000)], T0 + 2000)
+    assert later.hazards == []  # a new fault while the ticket is open: nothing new

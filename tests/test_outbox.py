@@ -42,16 +42,37 @@ def test_staged_but_not_synced_is_not_recorded(tmp_path: Path) -> None:
     assert Outbox(path).depth() == 0
 
 
-def test_the_same_notification_produced_again_is_kept_once_with_the_same_id(
+def test_a_notification_produced_again_keeps_its_id_and_every_one_is_kept(
         tmp_path: Path) -> None:
     box = Outbox(tmp_path / "outbox.jsonl")
     box.add(delivery(1))
     box.sync()
     box.add(delivery(1))  # redelivered readings made the same record again
     box.sync()
-    assert box.depth() == 1
+    # Both go: the receiver drops the repeat by its id.
+    assert [d.id for d in box.pending()] == [delivery(1).id] * 2
     assert delivery(1).id == delivery(1).id != delivery(2).id
     assert delivery(1).id != delivery(1, lane="webhook:other").id
+
+
+def test_a_state_that_returns_is_sent_again_after_the_one_between(tmp_path: Path) -> None:
+    """Shelve then unshelve: the retained state goes S0, S1, S0. All three are kept,
+    in order, while the broker is away, so it ends at S0 (the truth), not S1."""
+    path = tmp_path / "outbox.jsonl"
+    box = Outbox(path)
+    s0, s1 = b'{"state":"unack","shelved":null}', b'{"state":"unack","shelved":{"by":"li"}}'
+    for body in (s0, s1, s0):
+        box.add(Delivery.make("mqtt", "alarms", body, 5, topic="plantwatch/alarms/a",
+                              retain=True))
+        box.sync()
+    box.close()
+    again = Outbox(path)
+    assert [d.body for d in again.pending("mqtt")] == [s0, s1, s0]
+    first = again.head("mqtt")
+    assert first is not None
+    again.settle(first, "delivered")
+    again.close()
+    assert [d.body for d in Outbox(path).pending("mqtt")] == [s1, s0]  # the right one left
 
 
 def test_a_torn_last_line_is_dropped_and_the_rest_kept(tmp_path: Path) -> None:
@@ -68,12 +89,23 @@ def test_a_torn_last_line_is_dropped_and_the_rest_kept(tmp_path: Path) -> None:
     assert path.read_bytes().endswith(b"}\n")
 
 
-def test_a_corrupt_line_names_the_file_and_the_way_out(tmp_path: Path) -> None:
+def test_an_unreadable_line_is_skipped_and_counted_not_a_refusal_to_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "outbox.jsonl"
-    path.write_bytes(b'{"neither":1}\n')
-    with pytest.raises(ValueError, match=r"outbox.jsonl: byte 0: not an outbox record .*"
-                                         r"restore it from a backup"):
-        Outbox(path)
+    box = Outbox(path)
+    box.add(delivery(1))
+    box.sync()
+    box.close()
+    with open(path, "ab") as f:
+        f.write(b'{"neither":1}\n')
+    box = Outbox(path)
+    box.add(delivery(2))
+    box.sync()
+    box.close()
+    again = Outbox(path)
+    assert [d.body for d in again.pending()] == [b'{"seq":1}', b'{"seq":2}']
+    assert again.unreadable_lines == 1
+    assert "byte" in caplog.text and "not an outbox record" in caplog.text
 
 
 def test_the_file_is_rewritten_with_only_the_pending(tmp_path: Path) -> None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -203,3 +206,87 @@ fire_control = true
     assert len(AlarmJournal(state / "alarms.jsonl").segments()) > 1  # it did compact
     log = (tmp_path / "service.log").read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+CRASH_BEFORE_OUTBOX_SYNC = """
+import os, sys
+import notify.outbox
+real_sync = notify.outbox.Outbox.sync
+def sync(self):
+    if any(d.lane.startswith("webhook:") for d in self._staged):
+        os._exit(9)  # the journal has the records; their notices are not recorded yet
+    return real_sync(self)
+notify.outbox.Outbox.sync = sync
+from plantwatch.cli import app
+app(["run", "--settings", sys.argv[1]])
+"""
+
+
+def test_a_crash_between_the_journal_and_the_outbox_loses_no_notification(
+        mosquitto: Any, tmp_path: Path) -> None:
+    """The narrowest window, hit on purpose: the process dies right after the alarm
+    journal's fsync and before the outbox's. The journal is cut back to the
+    checkpoint at the restart, the broker redelivers the readings, and the
+    notifications are made again and delivered."""
+    n = next(_ids)
+    state = tmp_path / "state"
+    port = free_port()
+    receiver = Receiver()
+    receiver.accepting = True
+    settings = tmp_path / "plantwatch.toml"
+    settings.write_text(f"""
+plant = "{PLANT_FILE}"
+store = "sqlite"
+state_dir = "{state}"
+
+[sqlite]
+path = "{state / 'readings.sqlite3'}"
+
+[mqtt]
+url = "{mosquitto.url}"
+client_id = "pw-outbox-window-{n}"
+
+[api]
+port = {port}
+
+[[notify.webhooks]]
+name = "pager"
+url = "{receiver.url}"
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANTWATCH_")}
+    log = tmp_path / "service.log"
+    with open(log, "ab") as out:
+        doomed = subprocess.Popen([sys.executable, "-c", CRASH_BEFORE_OUTBOX_SYNC,
+                                   str(settings)], cwd=tmp_path, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    service = ServiceProcess(port, log, ["--settings", str(settings)], env=env)
+    try:
+        wait_for(lambda: _answers(port), 30, "the doomed service to start")
+        start_ms = int(time.time() * 1000) - 600_000
+        run_simulation(PLANT, mosquitto.url, rate_hz=1.0, duration_s=60, seed=11,
+                       leaks=[LeakSpec("tf-group-a", at_s=5, duration_s=3600)],
+                       start_ms=start_ms, realtime=False)
+        assert doomed.wait(60) == 9, log.read_text()[-3000:]  # it died in the window
+        assert receiver.received == {}
+        service.start()
+        wait_for(lambda: bool(annunciated_changes(state)) and (service.health() or {}).get(
+            "outbox", {}).get("pending", 1) == 0 and len(receiver.received) > 0, 60,
+            "the alarms raised again and their notices delivered")
+        time.sleep(1.0)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+        service.stop()
+        receiver.close()
+    expected = annunciated_changes(state)
+    got = {(e["alarm_id"], e["change"], int(e["ts"]))
+           for e in map(json.loads, receiver.received.values()) if e.get("type") == "alarm"}
+    assert expected and not expected - got, sorted(expected - got)[:10]
+    assert any(change == "raised" for _, change, _ in expected)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

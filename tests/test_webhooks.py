@@ -309,7 +309,39 @@ async def test_retried_until_delivered_with_the_same_delivery_id(
     assert attempts == 3
 
 
-@pytest.mark.parametrize("status", [400, 404, 422])
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_a_receiver_wide_refusal_is_retried_not_dropped(
+    receivers: ReceiverFactory, status: int
+) -> None:
+    """401/403 during a secret rotation, 404 while the receiver redeploys: passing."""
+    receiver = await receivers(script=[status, status])
+    registry = CollectorRegistry()
+    notifier = WebhookNotifier(
+        [WebhookTarget("ops", receiver.url)], registry=registry, backoff_factory=fast_backoff
+    )
+    async with running(notifier):
+        notifier.notify({"seq": 1})
+        await notifier.join(2.0)
+    assert [orjson.loads(r.body)["seq"] for r in receiver.requests] == [1, 1, 1]
+    assert count(registry, "ops", "delivered") == 1
+    assert count(registry, "ops", "refused") == 0
+
+
+async def test_fire_control_notices_do_not_wait_behind_a_stuck_notification(
+    receivers: ReceiverFactory,
+) -> None:
+    receiver = await receivers(script=[HANG])  # the first alarm event hangs
+    notifier = WebhookNotifier([WebhookTarget("ops", receiver.url, timeout_s=5.0)],
+                               registry=CollectorRegistry())
+    async with running(notifier):
+        notifier.notify({"type": "alarm", "seq": 1})
+        await receiver.wait_for(1)
+        notifier.notify({"type": "fire_control", "seq": 2})
+        got = await receiver.wait_for(2, timeout_s=2.0)  # well before the 5 s timeout
+    assert [orjson.loads(r.body)["type"] for r in got] == ["alarm", "fire_control"]
+
+
+@pytest.mark.parametrize("status", [400, 410, 422])
 async def test_client_error_fails_at_once_and_the_queue_goes_on(
     receivers: ReceiverFactory, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
