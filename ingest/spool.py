@@ -55,9 +55,12 @@ replay starts again from the first record: re-writing a reading the store
 already has overwrites it with itself.
 
 A torn record at the end (a crash in the middle of an append, before the
-fsync returned, so before any ack) is cut off on open; a damaged record in the
-middle is dropped and the records after it are kept. Opening checks every
-record's CRC reading the file a piece at a time.
+fsync returned, so before any ack) is cut off on open, in place. A damaged
+record in the middle (the disk damaged it after its fsync, so its readings were
+acknowledged) is dropped, the records after it are kept, and the loss is said:
+logged with the bytes and readings, and handed to the writer
+(:attr:`Spool.damaged`) to count and dead-letter as ``record_damaged``.
+Opening checks every record's CRC reading the file a piece at a time.
 
 The file is owner-only (mode 0600), whatever the umask, and so is a file
 rewritten on open; an existing file of another mode is tightened.
@@ -227,6 +230,14 @@ class Spool:
                                 and list(legacy_sensor_ids) == self.sensor_ids)
         self._read_offset = 0
         self.torn_bytes_dropped = 0
+        """Bytes dropped on open: a torn last append, and damaged records."""
+        self.damaged_readings = 0
+        """Readings in records found damaged on open (acknowledged, lost): a counter
+        the writer reports as ``spool_readings_refused{reason="record_damaged"}``."""
+        self.damaged_bytes = 0
+        """Bytes of records found damaged on open (not the torn last append)."""
+        self.damaged: RefusedReadings | None = None
+        """The damage found on open, for the writer to count and dead-letter once."""
         self.legacy_readings = 0
         """Readings in records of the previous release's format found on open."""
         self.set_aside: RefusedReadings | None = None
@@ -308,38 +319,112 @@ class Spool:
             pos += _IO_PIECE
         return None
 
-    def _scan(self, size: int) -> Iterator[_Record]:
-        """Every intact record in ``[0, size)``, in order; counts the bytes skipped."""
+    def _scan(self, size: int, gaps: list[tuple[int, int]] | None = None
+              ) -> Iterator[_Record]:
+        """Every intact record in ``[0, size)``, in order; the byte ranges skipped
+        between them go to ``gaps``."""
         pos = 0
         while pos < size:
             rec = self._record_at(pos, size)
             if rec is None:
                 rec = self._next_record(pos + 1, size)
-                skip_to = size if rec is None else rec.start
-                self.torn_bytes_dropped += skip_to - pos
+                if gaps is not None:
+                    gaps.append((pos, size if rec is None else rec.start))
                 if rec is None:
                     return
             yield rec
             pos = rec.end
 
+    def _claimed(self, pos: int) -> tuple[int, int] | None:
+        """``(readings, end)`` a record's header at ``pos`` claims, if plausible.
+
+        A damaged magic is passed over (read as this format's header): the
+        counts behind it still give the record's length."""
+        head = self._pread(_HEADER_V2.size, pos)
+        if len(head) >= _HEADER_V1.size and head[:4] == _MAGIC_V1:
+            n = _HEADER_V1.unpack_from(head)[1]
+            return (n, pos + _HEADER_V1.size + n * _BYTES_PER_READING) if n else None
+        if len(head) < _HEADER_V2.size:
+            return None
+        _, n, k, ids_len, _ = _HEADER_V2.unpack(head)
+        if n == 0 or n > RECORD_READINGS or k > n or ids_len > k * (_MAX_ID_BYTES + 1):
+            return None
+        return n, pos + _HEADER_V2.size + 4 * k + ids_len + n * _BYTES_PER_READING
+
+    def _readings_in(self, start: int, end: int) -> tuple[int, bool]:
+        """How many readings the damaged bytes ``[start, end)`` held, read from
+        the headers of the records there. True when the headers account for
+        every byte; else the count is a lower bound."""
+        pos, readings = start, 0
+        while pos < end:
+            claimed = self._claimed(pos)
+            if claimed is None or claimed[1] > end:
+                break
+            readings += claimed[0]
+            pos = claimed[1]
+        return readings, pos == end
+
+    def _report_damage(self, gaps: list[tuple[int, int]]) -> None:
+        """Damaged bytes between whole records: records that were fsynced, so
+        their readings were acknowledged to the broker, and are lost. Said once
+        (logged here, handed to the writer as :attr:`damaged` to count and
+        dead-letter), with the bytes and the readings."""
+        parts = []
+        for lo, hi in gaps:
+            n, exact = self._readings_in(lo, hi)
+            self.damaged_readings += n
+            self.damaged_bytes += hi - lo
+            what = (f"{n} readings" if exact else
+                    f"at least {n} readings (a damaged header hides how many more; "
+                    f"at most {n + (hi - lo) // _BYTES_PER_READING})")
+            parts.append(f"bytes {lo}..{hi} ({what})")
+        detail = (f"spool {self.path}: damaged on disk after it was written, so already "
+                  f"acknowledged to the broker, and dropped on open: {'; '.join(parts)}. The "
+                  f"records around it are kept. A disk that damages files may be failing: "
+                  f"check it (SMART, dmesg)")
+        log.error("%s", detail)
+        self.damaged = RefusedReadings(RECORD_DAMAGED, ReadingBatch.empty(), (), detail,
+                                       self.damaged_readings)
+
+    def _cut_torn_tail(self, start: int) -> None:
+        """Cut a torn last append in place: the normal ``kill -9`` case, so no copy."""
+        claimed = self._claimed(start)
+        log.warning("spool %s: bytes %d..%d are an append cut by a crash before its fsync "
+                    "returned (%s, never acknowledged: the broker redelivers them); cut off",
+                    self.path, start, self._size,
+                    "readings unknown" if claimed is None else f"{claimed[0]} readings")
+        try:
+            os.ftruncate(self._fd, start)
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise SpoolError(f"cannot cut the torn end of spool {self.path}: "
+                             f"{exc.strerror}") from exc
+        self._size = start
+
     def _recover(self) -> int:
-        """Check every record; rewrite the file without damaged ones and without
-        old-format ones (converted, or set aside). Returns the readings it holds.
+        """Check every record; cut a torn last append off in place; rewrite the
+        file without damaged records and without old-format ones (converted, or
+        set aside). Returns the readings it holds.
 
         A damaged record at the end is a torn append (a crash before its fsync
         returned, so before any ack): it is cut off. A damaged record in the
         middle (disk corruption) is skipped up to the next whole record, so the
-        acknowledged records after it are kept. Memory: one read piece, or one
-        old-format record being converted.
+        acknowledged records after it are kept, and reported (:attr:`damaged`).
+        Memory: one read piece, or one old-format record being converted.
         """
         total = 0
-        for rec in self._scan(self._size):
+        gaps: list[tuple[int, int]] = []
+        for rec in self._scan(self._size, gaps):
             total += rec.n
             if rec.version == 1:
                 self.legacy_readings += rec.n
-        if not self.torn_bytes_dropped and not self.legacy_readings:
+        self.torn_bytes_dropped = sum(hi - lo for lo, hi in gaps)
+        if gaps and gaps[-1][1] == self._size:
+            self._cut_torn_tail(gaps.pop()[0])
+        if gaps:
+            self._report_damage(gaps)
+        if not gaps and not self.legacy_readings:
             return total
-        dropped = self.torn_bytes_dropped
         tmp = self.path.with_name(self.path.name + ".tmp")
         aside_path = self.path.with_name(self.path.name + ".v1-unattributed")
         out = _open_owner_only(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -378,7 +463,6 @@ class Spool:
         os.close(self._fd)
         self._fd = _open_owner_only(self.path, os.O_RDWR)
         self._size = kept
-        self.torn_bytes_dropped = dropped
         if aside_readings:
             detail = (f"{aside_readings} readings spooled by the previous release (sensor rows "
                       f"without ids; timestamps {ts_lo}..{ts_hi} ms) cannot be tied to "
@@ -511,12 +595,15 @@ class Spool:
             raise SpoolError(f"spool {self.path}: a record's dictionary has {len(rows)} rows "
                              f"and {len(names)} ids")
         size = int(rows.max()) + 1 if len(rows) else 0
+        # The cache is keyed by the rows too: the same ids at other rows (records
+        # spooled by two runs whose tables differed) need their own translation.
+        key = ids + b"\0" + rows.tobytes()
         cached = self._dict_cache
-        if cached is not None and cached[0] == ids and len(cached[1]) == size:
+        if cached is not None and cached[0] == key:
             return cached[1], names
         out = np.full(size, -1, np.int32)
         out[rows] = [self._index.get(name, -1) for name in names]
-        self._dict_cache = (ids, out)
+        self._dict_cache = (key, out)
         return out, names
 
     def _decode(self, rec: _Record) -> tuple[ReadingBatch, RefusedReadings | None]:

@@ -7,7 +7,11 @@ the spool too, so the store receives readings in the order they came; a
 drainer replays the spool a bounded chunk at a time with jittered exponential
 backoff (the one place that retries the store). Spooled readings whose sensor
 left the plant config since they were spooled are dead-lettered through
-``on_refused`` and counted, and the rest of the spool goes on.
+``on_refused`` and counted, and the rest of the spool goes on. The drainer is
+as hard to stop as the live path: an unexpected error is logged with its
+traceback and the chunk retried after a backoff, and a chunk the store refuses
+is split (by halves of its series, then of a series' readings) so that what
+the store takes is written and only the refused readings are dead-lettered.
 
 Concurrency towards the store is bounded (``concurrency`` writers over the
 store's own bounded connection pool). A writer that finds more jobs queued
@@ -19,7 +23,9 @@ the writer holds the jobs it has, unacknowledged, and waits: for the drain to
 free the spool, or a backoff before trying the disk again. Nothing is dropped
 and nothing spins; its bounded queue fills, ``submit`` waits, the pipeline
 stops taking messages, and the broker keeps the rest (QoS 1, persistent
-session) until the writer takes jobs again.
+session) until the writer takes jobs again. ``on_spool_full`` is told when
+that starts and ends: while it lasts no new reading reaches the detectors, so
+alarm evaluation waits for the store, and operators must know.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from ingest.metrics import IngestMetrics
 from ingest.spool import RefusedReadings, Spool, SpoolFull
 from model.alarm_events import AlarmEvent
@@ -38,9 +46,15 @@ from store.backoff import Backoff
 from store.base import ReadingStore
 from store.errors import SpoolError, StoreRejected, StoreUnavailable
 
-__all__ = ["StoreWriter", "WriteJob"]
+__all__ = ["REPLAY_SPLIT_WRITES", "StoreWriter", "WriteJob"]
 
 log = logging.getLogger(__name__)
+
+REPLAY_SPLIT_WRITES = 256
+"""Most writes spent splitting one refused replay chunk. One bad reading costs
+about 2·log2(chunk) of them; a series refused whole (a field type conflict)
+would cost two per reading, so past this the refused parts left are
+dead-lettered whole (said in the log), good readings among them included."""
 
 
 @dataclass(slots=True)
@@ -51,6 +65,21 @@ class WriteJob:
 
 def _readings_of(jobs: list[WriteJob]) -> ReadingBatch:
     return jobs[0].batch if len(jobs) == 1 else ReadingBatch.concat([j.batch for j in jobs])
+
+
+def _halves(batch: ReadingBatch) -> tuple[ReadingBatch, ReadingBatch] | None:
+    """Two halves of a refused batch to try apart: half of its series each while
+    it holds several (a store refuses a series whole, for a field type
+    conflict say), else the first and second half of the one series' readings
+    (their order kept). None for a single reading."""
+    series = np.unique(batch.sensor)
+    if len(series) > 1:
+        first = np.isin(batch.sensor, series[:len(series) // 2])
+        return batch.take(np.flatnonzero(first)), batch.take(np.flatnonzero(~first))
+    if len(batch) > 1:
+        mid = len(batch) // 2
+        return batch.take(np.arange(mid)), batch.take(np.arange(mid, len(batch)))
+    return None
 
 
 class StoreWriter:
@@ -69,12 +98,18 @@ class StoreWriter:
         backoff_max_s: float = 30.0,
         on_refused: Callable[[ReadingBatch, str], None] | None = None,
         replay_readings: int = 400_000,
+        on_spool_full: Callable[[bool], None] | None = None,
     ) -> None:
         """``on_refused(batch, detail)`` is told of readings that will never be
         stored (a store 4xx, or spooled readings of a sensor no longer in the
         config: their ``batch.sensor`` is -1 and ``detail`` names the ids).
         ``replay_readings``: about how many spooled readings one replay write
-        carries (the memory replay needs is bounded by it)."""
+        carries (the memory replay needs is bounded by it).
+        ``on_spool_full(True)`` is called when the spool refuses an append as
+        full (once, however many writers it refuses), ``on_spool_full(False)``
+        when the drain has made room again: in between, readings are held at
+        the broker and alarm evaluation waits for the store. An exception it
+        raises is logged, never fatal to the writer."""
         self.store = store
         self.spool = spool
         self.metrics = metrics
@@ -84,6 +119,7 @@ class StoreWriter:
         self.backoff_max_s = backoff_max_s
         self.on_refused = on_refused
         self.replay_readings = replay_readings
+        self.on_spool_full = on_spool_full
         self.store_up = True
         self._jobs: asyncio.Queue[WriteJob] = asyncio.Queue(queue_size)
         self._alarm_events: asyncio.Queue[list[AlarmEvent]] = asyncio.Queue(1000)
@@ -95,6 +131,8 @@ class StoreWriter:
         """Set while the spool may take an append; cleared when it refused one as full."""
         if not spool.full:
             self._spool_room.set()
+        self._full_said = False
+        """True from ``on_spool_full(True)`` until ``on_spool_full(False)``."""
         self._spool_gauges()
         metrics.store_up.set(1)
 
@@ -120,11 +158,15 @@ class StoreWriter:
         await self._jobs.join()
 
     async def run(self) -> None:
+        # What the spool found on open and could not keep (old-format readings it
+        # could not tie to sensors, records damaged on disk): said here, once
+        # on_refused is wired.
         if self.spool.set_aside is not None:
-            # Old-format readings the spool could not tie to sensors on open: said
-            # here, once on_refused is wired.
             self._refused_from_spool(self.spool.set_aside)
             self.spool.set_aside = None
+        if self.spool.damaged is not None:
+            self._refused_from_spool(self.spool.damaged)
+            self.spool.damaged = None
         async with asyncio.TaskGroup() as tg:
             for i in range(self.concurrency):
                 tg.create_task(self._write_jobs(), name=f"store-writer-{i}")
@@ -135,6 +177,18 @@ class StoreWriter:
     def held(self) -> int:
         """Readings the writer holds unacknowledged because the spool cannot take them."""
         return self._held
+
+    def _say_spool_full(self, full: bool) -> None:
+        """``on_spool_full(full)``, once per change."""
+        if self._full_said == full:
+            return
+        self._full_said = full
+        if self.on_spool_full is None:
+            return
+        try:
+            self.on_spool_full(full)
+        except Exception:  # a notifier's bug must not stop the writer
+            log.exception("on_spool_full(%s) failed", full)
 
     def _spool_gauges(self) -> None:
         self.metrics.spool_readings.set(self.spool.readings)
@@ -150,6 +204,7 @@ class StoreWriter:
         except SpoolError as exc:
             if isinstance(exc, SpoolFull):
                 self._spool_room.clear()
+                self._say_spool_full(True)
             self._spool_gauges()
             return exc
         self.metrics.readings_spooled.inc(len(batch))
@@ -279,19 +334,21 @@ class StoreWriter:
         self.store_up = True
         self.metrics.store_up.set(1)
 
-    def _refused(self, batch: ReadingBatch, exc: Exception) -> None:
-        log.error("store refused %d readings: %s", len(batch), exc)
+    def _refused(self, batch: ReadingBatch, why: Exception | str) -> None:
+        log.error("store refused %d readings: %s", len(batch), why)
         self.metrics.store_write_errors.labels("refused").inc()
         self.metrics.readings_refused_by_store.inc(len(batch))
         if self.on_refused is not None:
-            self.on_refused(batch, str(exc))
+            self.on_refused(batch, str(why))
 
     def _refused_from_spool(self, gone: RefusedReadings) -> None:
         """Spooled readings that cannot be stored (their sensor left the config, an
         old-format record under a changed table): logged, counted, dead-lettered."""
         log.error("%s: %s", gone.reason, gone.detail)
         self.metrics.spool_readings_refused.labels(gone.reason).inc(gone.count)
-        if self.on_refused is not None and gone.count:
+        if self.on_refused is not None:
+            # Even with no readings at hand or counted (a damaged record whose
+            # header hid its count): the dead letter says what was lost.
             self.on_refused(gone.batch, f"{gone.reason}: {gone.detail}")
 
     async def _drain_spool(self) -> None:
@@ -300,33 +357,92 @@ class StoreWriter:
             await self._spool_wake.wait()
             self._spool_wake.clear()
             while not self.spool.empty:
-                # Large peeks: the store splits them over its connection pool, so
-                # the spool drains faster than live traffic arrives. Bounded: the
-                # spool reads only the records of this chunk.
-                chunk = self.spool.peek(max_readings=self.replay_readings)
-                batch = chunk.readings
-                try:
-                    if len(batch):
-                        await self.store.write(batch)
-                except (StoreUnavailable, OSError) as exc:
-                    self._mark_down(exc)
-                    await asyncio.sleep(backoff.next())
-                    continue
-                except StoreRejected as exc:
-                    self._refused(batch, exc)
+                if await self._replay_chunk():
+                    backoff.reset()
                 else:
-                    self.metrics.readings_stored.inc(len(batch))
-                for gone in chunk.refused:
-                    self._refused_from_spool(gone)
-                self.spool.commit(chunk.end, chunk.count)
-                if not self.spool.full:
-                    self._spool_room.set()
-                self._spool_gauges()
-                backoff.reset()
+                    await asyncio.sleep(backoff.next())
             if not self.store_up:
                 log.info("store is back; spool drained")
             self.store_up = True
             self.metrics.store_up.set(1)
+
+    async def _replay_chunk(self) -> bool:
+        """Replay the spool's next chunk and commit it: True. False when it must
+        be tried again after a backoff (the store is away, or an error nobody
+        expected: logged with its traceback, never fatal to the writer)."""
+        try:
+            # Large peeks: the store splits them over its connection pool, so
+            # the spool drains faster than live traffic arrives. Bounded: the
+            # spool reads only the records of this chunk.
+            chunk = self.spool.peek(max_readings=self.replay_readings)
+        except Exception:
+            log.exception("cannot read the next chunk of spool %s; trying again",
+                          self.spool.path)
+            self.metrics.store_write_errors.labels("spool_replay").inc()
+            return False
+        try:
+            refused = await self._write_replayed(chunk.readings, [REPLAY_SPLIT_WRITES])
+        except (StoreUnavailable, OSError) as exc:
+            self._mark_down(exc)
+            return False
+        except Exception as exc:  # a store bug must not stop the drain, or ingest
+            log.exception("unexpected error from the store replaying spool %s; trying again",
+                          self.spool.path)
+            self._mark_down(exc)
+            return False
+        if refused:
+            why = str(refused[0][1])
+            if len(refused) > 1:
+                why += f" (and {len(refused) - 1} more refused parts of this replay chunk)"
+            self._refused(ReadingBatch.concat([b for b, _ in refused]), why)
+        for gone in chunk.refused:
+            self._refused_from_spool(gone)
+        try:
+            self.spool.commit(chunk.end, chunk.count)
+        except Exception:
+            # Stored and said: replayed again later, rewriting them is harmless.
+            log.exception("cannot mark a replayed chunk of spool %s done", self.spool.path)
+            self.metrics.store_write_errors.labels("spool_replay").inc()
+            return False
+        if not self.spool.full:
+            self._spool_room.set()
+            self._say_spool_full(False)
+        self._spool_gauges()
+        return True
+
+    async def _write_replayed(self, batch: ReadingBatch, budget: list[int]
+                              ) -> list[tuple[ReadingBatch, StoreRejected]]:
+        """Write spooled readings; the parts the store refused, and why.
+
+        A refused batch is split in halves (:func:`_halves`), each written on
+        its own, down to a single series and then a single reading, so that one
+        bad reading costs about 2·log2(n) writes and the rest is stored.
+        ``budget[0]`` counts down the writes splitting may still spend
+        (:data:`REPLAY_SPLIT_WRITES`). Rewriting a point that did go in only
+        overwrites it. StoreUnavailable and other errors propagate: the whole
+        chunk is tried again."""
+        if not len(batch):
+            return []
+        started = time.perf_counter()
+        try:
+            await self.store.write(batch)
+        except StoreRejected as exc:
+            halves = _halves(batch)
+            if halves is None:
+                return [(batch, exc)]
+            if budget[0] <= 0:
+                if budget[0] == 0:
+                    budget[0] = -1  # said once
+                    log.warning("a spool replay chunk has more refused readings than "
+                                "%d writes can sort out; the refused parts left are "
+                                "dead-lettered whole", REPLAY_SPLIT_WRITES)
+                return [(batch, exc)]
+            budget[0] -= 2
+            return [*await self._write_replayed(halves[0], budget),
+                    *await self._write_replayed(halves[1], budget)]
+        self.metrics.store_write_seconds.observe(time.perf_counter() - started)
+        self.metrics.readings_stored.inc(len(batch))
+        return []
 
     async def _write_alarm_events(self) -> None:
         backoff = Backoff(self.backoff_initial_s, self.backoff_max_s)

@@ -505,3 +505,118 @@ async def test_writer_sets_spool_gauges_as_it_spools_and_drains(tmp_path: Path) 
     finally:
         await store.close()
         spool.close()
+
+
+def test_the_same_ids_at_other_rows_are_translated_by_their_own_rows(tmp_path: Path) -> None:
+    """Two runs spooled records with the same sensors at different rows (the plant
+    file was edited between them): each reading keeps its own sensor."""
+    path = tmp_path / "spool.bin"
+
+    def batch(rows: list[int], ts: int) -> ReadingBatch:
+        n = len(rows)
+        return ReadingBatch(np.array(rows, np.int32), np.full(n, ts, np.int64),
+                            np.arange(n, dtype=np.float64) + ts, np.zeros(n, np.uint8))
+
+    first = Spool(path, ["A", "B", "X", "C"])
+    first.append(batch([0, 1, 3], 1_000))  # A, B, C
+    first.close()
+    second = Spool(path, ["Y", "A", "B", "C"])
+    second.append(batch([1, 2, 3], 2_000))  # A, B, C again, at other rows
+    second.close()
+    now = Spool(path, ["C", "B", "A"])
+    got: list[tuple[str, int, float]] = []
+    while not now.empty:
+        chunk = now.peek()
+        got += [(now.sensor_ids[int(r)], int(t), float(v)) for r, t, v in zip(
+            chunk.readings.sensor, chunk.readings.ts, chunk.readings.value, strict=True)]
+        assert chunk.refused == []
+        now.commit(chunk.end, chunk.count)
+    assert got == [("A", 1_000, 1_000.0), ("B", 1_000, 1_001.0), ("C", 1_000, 1_002.0),
+                   ("A", 2_000, 2_000.0), ("B", 2_000, 2_001.0), ("C", 2_000, 2_002.0)]
+
+
+# -- 7. damage found on open -------------------------------------------------
+
+
+def three_records(path: Path) -> tuple[int, int, int]:
+    """Three records of table A (5, 10 and 15 readings); their end offsets."""
+    spool = Spool(path, TABLE_A.ids)
+    ends = []
+    for k, per_sensor in enumerate((1, 2, 3)):
+        spool.append(readings_of(TABLE_A, per_sensor, t0=T0 + 100 * k))
+        ends.append(path.stat().st_size)
+    spool.close()
+    return ends[0], ends[1], ends[2]
+
+
+class KeepingStore:
+    """A store seam that keeps the timestamps it was given, in order."""
+
+    def __init__(self) -> None:
+        self.ts: list[int] = []
+
+    async def write(self, batch: ReadingBatch) -> None:
+        self.ts += batch.ts.tolist()
+
+    async def write_alarm_events(self, events: list[AlarmEvent]) -> None:
+        return None
+
+
+@pytest.mark.parametrize("where", ["body", "magic"])
+async def test_a_record_damaged_in_the_middle_is_logged_counted_and_dead_lettered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str,
+) -> None:
+    path = tmp_path / "spool.bin"
+    first_end, second_end, _ = three_records(path)
+    raw = bytearray(path.read_bytes())
+    raw[first_end + (40 if where == "body" else 0)] ^= 0xFF  # the second record (10 readings)
+    path.write_bytes(bytes(raw))
+
+    with caplog.at_level("WARNING", logger="ingest.spool"):
+        spool = Spool(path, TABLE_A.ids)
+    assert spool.readings == 20  # the records on both sides are kept
+    # Acknowledged readings lost: said with the file, the bytes and how many.
+    [said] = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    message = said.getMessage()
+    assert str(path) in message and f"bytes {first_end}..{second_end}" in message
+    assert "10 readings" in message
+    assert spool.damaged_readings == 10
+    assert spool.damaged is not None and spool.damaged.count == 10
+    assert spool.damaged.reason == "record_damaged"
+
+    # The writer counts them and dead-letters them once, when it runs.
+    metrics = IngestMetrics()
+    letters: list[tuple[int, str]] = []
+    store = KeepingStore()
+    writer = StoreWriter(store, spool, metrics,
+                         on_refused=lambda b, why: letters.append((len(b), why)))
+    async with running(writer):
+        await until(lambda: spool.empty and bool(letters))
+    spool.close()
+    assert store.ts == [T0] * 5 + [T0 + 200 + i for i in range(3) for _ in range(5)]
+    [(_, why)] = letters
+    assert why.startswith("record_damaged") and f"bytes {first_end}..{second_end}" in why
+    assert sample(metrics, "plantwatch_spool_readings_refused_total",
+                  reason="record_damaged") == 10
+
+
+def test_a_torn_tail_is_cut_in_place_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "spool.bin"
+    _, second_end, third_end = three_records(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:third_end - 7])  # the third append cut by kill -9
+    inode = path.stat().st_ino
+    with caplog.at_level("INFO", logger="ingest.spool"):
+        spool = Spool(path, TABLE_A.ids)
+    assert spool.readings == 15 and spool.torn_bytes_dropped == third_end - 7 - second_end
+    assert path.stat().st_size == second_end
+    assert path.stat().st_ino == inode  # truncated where it is, not copied
+    assert not (tmp_path / "spool.bin.tmp").exists()
+    # Never acknowledged (its fsync had not returned): not counted as lost.
+    assert spool.damaged_readings == 0 and spool.damaged is None
+    assert f"bytes {second_end}..{third_end - 7}" in caplog.text and str(path) in caplog.text
+    spool.append(readings_of(TABLE_A, 1, t0=T0 + 900))  # appends go on after the cut
+    spool.close()
+    assert Spool(path, TABLE_A.ids).readings == 20

@@ -14,10 +14,11 @@ import pytest
 
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
-from ingest.writer import StoreWriter, WriteJob
+from ingest.writer import REPLAY_SPLIT_WRITES, StoreWriter, WriteJob
 from model.alarm_events import AlarmEvent
 from model.batch import ReadingBatch
-from store.errors import StoreRejected
+from store.errors import StoreRejected, StoreUnavailable
+from tests.test_pipeline import until
 
 BAD_SENSOR = 99
 
@@ -138,3 +139,141 @@ async def test_a_refused_merged_write_refuses_only_the_flush_it_came_from(spool:
     assert stored_values(store) == sorted(k * 1000.0 + i for k in (0, 1, 3) for i in range(10))
     # a refused flush is still acknowledged (it is dead-lettered, never retried)
     assert sorted(durable) == [0, 1, 2, 3]
+
+
+# -- the spool drainer -------------------------------------------------------
+
+
+class FlakyStore:
+    """A store seam: away while ``down``; raises ``surprise`` once if set (a store
+    bug); refuses any write holding a reading of ``BAD_SENSOR`` or a negative
+    value (as a 4xx would), and keeps what it takes."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.surprise: Exception | None = None
+        self.writes: list[ReadingBatch] = []
+        self.refused_writes = 0
+
+    async def write(self, batch: ReadingBatch) -> None:
+        if self.surprise is not None:
+            surprise, self.surprise = self.surprise, None
+            raise surprise
+        if self.down:
+            raise StoreUnavailable("away", "memory")
+        if (batch.sensor == BAD_SENSOR).any() or (batch.value < 0).any():
+            self.refused_writes += 1
+            raise StoreRejected("bad point", "memory")
+        self.writes.append(batch)
+
+    async def write_alarm_events(self, events: list[AlarmEvent]) -> None:
+        return None
+
+
+async def drained(writer: StoreWriter) -> None:
+    """Run the writer until its spool is empty; fails (not hangs) if it stops."""
+    async with running(writer) as w:
+        await until(lambda: w.spool.empty and w.store_up)
+
+
+async def test_the_drainer_outlives_an_unexpected_store_error(
+    spool: Spool, caplog: pytest.LogCaptureFixture,
+) -> None:
+    spool.append(flush(1))
+    store = FlakyStore()
+    store.surprise = RuntimeError("a bug in the store client")
+    writer = StoreWriter(store, spool, IngestMetrics(), backoff_initial_s=0.01,
+                         backoff_max_s=0.02)
+    await drained(writer)
+    assert stored_values(store) == [1000.0 + i for i in range(10)]  # retried, then stored
+    # Said with its traceback.
+    assert [str(r.exc_info[1]) for r in caplog.records if r.exc_info] == [
+        "a bug in the store client"]
+
+
+@pytest.mark.parametrize("bad", ["one series", "one reading"])
+async def test_a_refused_replay_chunk_is_split_and_only_refused_readings_are_dead_lettered(
+    spool: Spool, bad: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Four sensors' readings interleaved; either a whole series the store refuses
+    # or a single refused reading inside a good series.
+    n = 4_000
+    sensor = np.where(np.arange(n) % 4 == 3, BAD_SENSOR if bad == "one series" else 3,
+                      np.arange(n) % 4)
+    value = np.arange(n, dtype=np.float64)
+    if bad == "one reading":
+        value[2_001] = -1.0  # sensor 1
+    spool.append(ReadingBatch.from_columns(sensor, 1_700_000_000_000 + np.arange(n), value))
+    store = FlakyStore()
+    metrics = IngestMetrics()
+    letters: list[tuple[ReadingBatch, str]] = []
+    writer = StoreWriter(store, spool, metrics, on_refused=lambda b, why: letters.append((b, why)))
+    await drained(writer)
+
+    refused = (sensor == BAD_SENSOR) | (value < 0)
+    assert stored_values(store) == value[~refused].tolist()  # everything the store takes
+    [(letter, why)] = letters  # one dead letter for the chunk
+    assert sorted(letter.value.tolist()) == value[refused].tolist()
+    assert "bad point" in why
+    assert metrics.registry.get_sample_value(
+        "plantwatch_readings_refused_by_store_total") == refused.sum()
+    assert metrics.registry.get_sample_value(
+        "plantwatch_readings_stored_total") == (~refused).sum()
+    # Split by halves: a handful of writes for one bad reading, and never more
+    # than the budget (a whole refused series is not tried reading by reading).
+    writes = len(store.writes) + store.refused_writes
+    assert writes < (40 if bad == "one reading" else REPLAY_SPLIT_WRITES + 20)
+    assert ("dead-lettered whole" in caplog.text) == (bad == "one series")
+
+
+# -- on_spool_full -----------------------------------------------------------
+
+
+async def test_on_spool_full_says_when_the_spool_refuses_and_when_it_has_room(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "spool.bin", ["S-0"], max_bytes=600)  # about two flushes
+    store = FlakyStore()
+    store.down = True
+    said: list[bool] = []
+    writer = StoreWriter(store, spool, IngestMetrics(), concurrency=2, queue_size=8,
+                         coalesce_readings=0, backoff_initial_s=0.01, backoff_max_s=0.02,
+                         on_spool_full=said.append)
+    acked: list[int] = []
+    async with running(writer):
+        for k in range(6):
+            await writer.submit(WriteJob(flush(k), lambda k=k: acked.append(k)))
+        await until(lambda: spool.full and writer.held > 0)
+        await asyncio.sleep(0.1)  # both writers refused, and wait: said once
+        assert said == [True]
+        assert len(acked) < 6
+        store.down = False
+        await asyncio.wait_for(writer.join(), 5)
+        await until(lambda: spool.empty)
+    assert said == [True, False]
+    assert sorted(acked) == list(range(6))
+    assert stored_values(store) == sorted(k * 1000.0 + i for k in range(6) for i in range(10))
+    spool.close()
+
+
+async def test_a_failing_on_spool_full_callback_does_not_stop_the_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    spool = Spool(tmp_path / "spool.bin", ["S-0"], max_bytes=300)
+
+    def broken(full: bool) -> None:
+        raise RuntimeError(f"notifier down ({full})")
+
+    store = FlakyStore()
+    store.down = True
+    writer = StoreWriter(store, spool, IngestMetrics(), concurrency=1, coalesce_readings=0,
+                         backoff_initial_s=0.01, backoff_max_s=0.02, on_spool_full=broken)
+    async with running(writer):
+        for k in range(3):
+            await writer.submit(WriteJob(flush(k), lambda: None))
+        await until(lambda: spool.full)
+        store.down = False
+        await asyncio.wait_for(writer.join(), 5)
+    assert stored_values(store) == sorted(k * 1000.0 + i for k in range(3) for i in range(10))
+    assert "notifier down (True)" in caplog.text and "notifier down (False)" in caplog.text
+    spool.close()
