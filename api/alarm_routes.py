@@ -126,7 +126,7 @@ def alarm_router(
     manager = alarms.manager
 
     def view_of(who: Principal | None) -> ScopeView:
-        return ScopeView(places, who)
+        return ScopeView(places, who, rules=manager.rules)
 
     def check_alarm(view: ScopeView, alarm_id: str) -> None:
         """403 unless the alarm (or, before it is first seen, its sensor) is in scope."""
@@ -140,11 +140,18 @@ def alarm_router(
         elif not view.covers_sensor(alarm_id.rpartition(":")[0]):
             raise out_of_scope(view, f"alarm {alarm_id!r}")
 
-    def check_hazard(view: ScopeView, hazard: Any, what: str) -> None:
-        if not view.covers_hazard(hazard):
-            get = hazard.get if isinstance(hazard, dict) else (lambda k: getattr(hazard, k))
-            where = ", ".join(f"{k} {get(k)!r}" for k in ("sensor", "area", "post") if get(k))
-            raise out_of_scope(view, f"{what} ({where or 'plant-wide: no sensor, area or post'})")
+    def check_hazard(view: ScopeView, hazard: Any, what: str, *, whole: bool) -> None:
+        """403 unless the hazard is in scope: ``whole`` (to act on it) every
+        sensor, area and post it names; else (to read it) one of them."""
+        if view.covers_hazard(hazard) if whole else view.touches_hazard(hazard):
+            return
+        get = hazard.get if isinstance(hazard, dict) else (lambda k: getattr(hazard, k))
+        named = [f"{k} {get(k)!r}" for k in ("sensor", "area", "post") if get(k)]
+        where = ", ".join(named)
+        outside = view.hazard_outside(hazard)
+        if whole and 0 < len(outside) < len(named):
+            where += f"; not covered: {', '.join(outside)}"
+        raise out_of_scope(view, f"{what} ({where or 'plant-wide: no sensor, area or post'})")
 
     def point_out(alarm_id: str) -> AlarmOut:
         point = manager.get(alarm_id)
@@ -226,7 +233,8 @@ def alarm_router(
                 point = manager.get(str(row["alarm_id"]))
                 return (view.covers_point(point) if point is not None
                         else view.covers_sensor(str(row["alarm_id"]).rpartition(":")[0]))
-            rule = rules.get(str(row.get("rule_id")))
+            # Suppression toggles are journaled with the rule's id under "rule".
+            rule = rules.get(str(row.get("rule")))
             return rule is not None and view.touches_rule(rule)
 
         rows = [r for r in manager.audit
@@ -345,20 +353,25 @@ def alarm_router(
         view = view_of(who)
         return [h.to_dict(now) for h in alarms.hazards.list(status=status, open_only=open_only,
                                                             area=area)
-                if view.covers_hazard(h)]
+                if view.touches_hazard(h)]
 
     @router.get("/hazards/{hazard_id}", tags=["hazards"])
     async def get_hazard(hazard_id: str, who: reader) -> dict[str, Any]:
         hazard = alarms.hazards.get(hazard_id)
         if hazard is None:
             raise HTTPException(status_code=404, detail=f"no hazard {hazard_id!r}")
-        check_hazard(view_of(who), hazard, f"hazard {hazard_id!r}")
+        check_hazard(view_of(who), hazard, f"hazard {hazard_id!r}", whole=False)
         return hazard.to_dict(clock_ms())
 
     @router.post("/hazards", tags=["hazards"], status_code=201)
     async def create_hazard(body: HazardCreateBody, who: operator) -> dict[str, Any]:
-        """Report a hazard by hand (operator; its sensor, area or post in the token's scope)."""
-        check_hazard(view_of(who), body.model_dump(), "the new hazard")
+        """Report a hazard by hand (operator). Every sensor, area and post it names
+        must be in the token's scope (403) and be one place of the plant: the
+        sensor in that area, answered by that post (422)."""
+        check_hazard(view_of(who), body.model_dump(), "the new hazard", whole=True)
+        problems = places.hazard_problems(body.sensor, body.area, body.post)
+        if problems:
+            raise HTTPException(status_code=422, detail="; ".join(problems))
         now = clock_ms()
         try:
             hazard = alarms.create_hazard(
@@ -373,12 +386,13 @@ def alarm_router(
     async def patch_hazard(hazard_id: str, body: HazardPatchBody, who: operator
                            ) -> dict[str, Any]:
         """Move a hazard on (reported → assigned → rectifying → verified → closed),
-        reassign it, move its deadline or add a note (operator)."""
+        reassign it, move its deadline or add a note (operator; every sensor, area and
+        post the hazard names in the token's scope)."""
         now = clock_ms()
         current = alarms.hazards.get(hazard_id)
         if current is None:
             raise HTTPException(status_code=404, detail=f"no hazard {hazard_id!r}")
-        check_hazard(view_of(who), current, f"hazard {hazard_id!r}")
+        check_hazard(view_of(who), current, f"hazard {hazard_id!r}", whole=True)
         try:
             hazard = alarms.update_hazard(
                 hazard_id, by=who.name, ts=now, status=body.status, owner=body.owner,

@@ -37,7 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from alarms.records import Record
 from alarms.system import AlarmSystem, Outcome
 from api.alarm_routes import alarm_router
-from api.auth import Principal, TokenStore, optional_reader
+from api.auth import Principal, TokenStore, optional_reader, stream_guard
 from api.headers import SecurityHeaders
 from api.models import (
     AlarmOut,
@@ -201,6 +201,7 @@ def create_app(services: ApiServices) -> FastAPI:
     read_access: Any = Depends(optional_reader(services.tokens,
                                                services.require_token_for_reads,
                                                services.clock_ms))
+    stream_access: Any = Depends(stream_guard(services.tokens, services.clock_ms))
     plant_out = plant_model(services.plant)
     risk_of = {
         (site.id, ws.id, area.id): area.risk
@@ -228,12 +229,13 @@ def create_app(services: ApiServices) -> FastAPI:
                 "lists the sensors it covers")
         return row
 
-    def plant_in(keep: Callable[[str], bool]) -> PlantOut:
+    def plant_in(keep: Callable[[str, str], bool]) -> PlantOut:
+        """The plant with only the areas ``keep(site, area)`` admits."""
         sites = []
         for site in plant_out.sites:
             workshops = []
             for ws in site.workshops:
-                areas = [a for a in ws.areas if keep(a.id)]
+                areas = [a for a in ws.areas if keep(site.id, a.id)]
                 if areas:
                     workshops.append(ws.model_copy(update={"areas": areas}))
             if workshops:
@@ -251,10 +253,11 @@ def create_app(services: ApiServices) -> FastAPI:
         sensors; with a token limited to some workshops or posts, only its areas."""
         view = ScopeView(places, who)
         if area is None:
-            return plant_out if view.everything else plant_in(view.covers_area)
+            return plant_out if view.everything else plant_in(
+                lambda s, a: view.covers_area(a, s))
         if area not in area_ids:
             raise _not_found("area", area, f"known areas: {', '.join(area_ids)}")
-        return plant_in(lambda a: a == area and view.covers_area(a))
+        return plant_in(lambda s, a: a == area and view.covers_area(a, s))
 
     @app.get(f"{_API}/sensors/{{sensor_id}}", tags=["sensors"], responses=_ERRORS)
     async def get_sensor(sensor_id: str, who: Principal | None = read_access) -> SensorDetailOut:
@@ -396,13 +399,15 @@ def create_app(services: ApiServices) -> FastAPI:
         response_class=EventStreamResponse,
         responses=_STREAM_DOC,
     )
-    async def stream_alarms(who: Principal | None = read_access) -> EventStreamResponse:
+    async def stream_alarms(who: Principal | None = read_access,
+                            still_valid: Any = stream_access) -> EventStreamResponse:
         """Live alarm events as server-sent events. When the server needs a token for
         reads, send it as `Authorization: Bearer` (the dashboard reads the stream with
         `fetch`, as a browser's `EventSource` cannot send headers); a token limited to
-        some workshops or posts gets only their events."""
-        view = ScopeView(places, who)
+        some workshops or posts gets only their events. The stream ends when its token
+        is revoked, expires or is rotated away."""
         manager = services.alarms.manager
+        view = ScopeView(places, who, rules=manager.rules)
 
         def standing() -> list[Any]:
             return [p for p in manager.standing() if view.covers_point(p)]
@@ -414,6 +419,7 @@ def create_app(services: ApiServices) -> FastAPI:
                 keepalive_s=services.keepalive_s,
                 clock_ms=services.clock_ms,
                 accept=None if view.everything else view.covers_event,
+                still_valid=still_valid,
             )
         )
 

@@ -66,6 +66,7 @@ __all__ = [
     "optional_reader",
     "require_role",
     "role_at_least",
+    "stream_guard",
 ]
 
 Role = Literal["viewer", "operator", "engineer", "admin"]
@@ -265,7 +266,8 @@ class TokenStore:
         """Give ``name`` a new secret with the same role and scope; return it (shown once).
 
         The old secret stays valid for ``grace_ms`` (0: not at all), so a
-        display can be switched over without a gap. The new expiry is
+        display can be switched over without a gap, but never past its own
+        expiry (an expired token's old secret gets no grace). The new expiry is
         ``lifetime_ms`` from now; ``"same"`` keeps the token's lifetime (a
         token from before expiry existed gets the default, 90 days, unless it
         is a viewer's).
@@ -285,13 +287,20 @@ class TokenStore:
                 lifetime = None if old.role in NEVER_EXPIRING_ROLES else DEFAULT_LIFETIME_MS
         else:
             lifetime = _lifetime(old.role, lifetime_ms)
+        # The old secret's grace never outlasts its own expiry: rotating an
+        # expired token must not make its old secret work again.
+        grace_until: int | None = now_ms + grace_ms
+        if old.expires_ts is not None:
+            grace_until = min(now_ms + grace_ms, old.expires_ts)
+        if grace_until is not None and grace_until <= now_ms:
+            grace_until = None
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         record = old.model_copy(update={
             "sha256": _sha256(token),
             "created_ts": now_ms,
             "expires_ts": None if lifetime is None else now_ms + lifetime,
-            "previous_sha256": old.sha256 if grace_ms > 0 else None,
-            "previous_until_ts": now_ms + grace_ms if grace_ms > 0 else None,
+            "previous_sha256": old.sha256 if grace_until is not None else None,
+            "previous_until_ts": grace_until,
         })
         self._write({**self._records, name: record})
         return SecretStr(token)
@@ -486,6 +495,38 @@ def require_role(
                 ),
             )
         return principal
+
+    return dependency
+
+
+def stream_guard(
+    store: TokenStore, clock_ms: Callable[[], int] = _wall_clock_ms
+) -> Callable[[HTTPAuthorizationCredentials | None], Awaitable[Callable[[], bool] | None]]:
+    """A FastAPI dependency for long-lived responses (the event stream): a
+    ``still_valid()`` check of the token the request came with, or None when it
+    came without one.
+
+    ``still_valid()`` is :meth:`TokenStore.check` again, now: false once the
+    token is revoked, has expired, or was rotated away (after its grace), or
+    if it stands for another principal than it did. A stream asks it at each
+    event and keep-alive, so it ends with its token.
+    """
+
+    async def dependency(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> Callable[[], bool] | None:
+        if credentials is None:
+            return None
+        secret = SecretStr(credentials.credentials)
+        first = store.check(secret, clock_ms())
+
+        def still_valid() -> bool:
+            try:
+                return isinstance(first, Principal) and store.check(secret, clock_ms()) == first
+            except ValueError:
+                return False  # the token file was corrupted meanwhile: fail closed
+
+        return still_valid
 
     return dependency
 

@@ -70,12 +70,18 @@ async def alarm_stream(
     keepalive_s: float = 15.0,
     clock_ms: Callable[[], int] | None = None,
     accept: Callable[[str, dict[str, Any]], bool] | None = None,
+    still_valid: Callable[[], bool] | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The bytes of one client's event stream; ends on overflow or hub close.
 
     ``accept(event, data)`` false leaves an event out (the client's token does
     not cover it); ``standing`` should be filtered the same way. ``overflow``
     always goes through: it ends the stream.
+
+    ``still_valid()`` is asked before each event and keep-alive; false ends
+    the stream there (the client's token was revoked, expired or rotated
+    away: a stream opened with it must not outlive it). The client's
+    reconnect then meets the 401 that says why.
     """
     async with hub.subscribe() as subscription:
         snapshot: dict[str, Any] = {"alarms": [a.to_dict() for a in standing()]}
@@ -89,9 +95,13 @@ async def alarm_stream(
                 async with asyncio.timeout(keepalive_s):
                     event, data = await anext(events)
             except TimeoutError:
+                if still_valid is not None and not still_valid():
+                    return
                 yield KEEPALIVE
                 continue
             except StopAsyncIteration:
+                return
+            if still_valid is not None and not still_valid():
                 return
             if accept is not None and event != "overflow" and not accept(event, data):
                 continue

@@ -4,6 +4,8 @@ token, the security headers, the probes, reading order, and the token CLI."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,15 +23,16 @@ from alarms.journal import AlarmJournal
 from alarms.lifecycle import AlarmManager
 from alarms.records import ConditionRecord
 from alarms.risk import DEFAULT_RISK_RULES
+from alarms.suppression import SuppressionRule
 from alarms.system import AlarmSystem, Outcome
 from api import ApiServices, EventHub, create_app
 from api.auth import TokenScope, TokenStore
 from api.headers import API_CSP, DASHBOARD_CSP
-from api.scopes import PlantPlaces, ScopeView
+from api.scopes import PlantPlaces, ScopeView, check_scope
 from api.sse import alarm_stream
 from model.alarm_events import AlarmEvent
 from model.batch import ReadingBatch
-from model.plant import PlantConfig
+from model.plant import PlantConfig, parse_plant
 from model.sensor_table import SensorTable
 from plantwatch.cli import app as cli
 from store.sqlite import SQLiteStore
@@ -52,10 +55,12 @@ def condition(plant: PlantConfig, sensor: str, limit: str = "h", ts: int = NOW -
 
 
 class Rig:
-    def __init__(self, plant: PlantConfig, tmp_path: Path, reads_need_token: bool) -> None:
+    def __init__(self, plant: PlantConfig, tmp_path: Path, reads_need_token: bool,
+                 rules: tuple[SuppressionRule, ...] = ()) -> None:
         self.plant = plant
         self.alarms = AlarmSystem(
-            AlarmManager(AlarmCatalogue(plant)), AlarmJournal(tmp_path / "alarms.jsonl"),
+            AlarmManager(AlarmCatalogue(plant), rules=rules),
+            AlarmJournal(tmp_path / "alarms.jsonl"),
             hazard_journal=HazardJournal(tmp_path / "hazards.jsonl"),
             inherent_risk={a.id: a.risk for _, a in plant.areas()},
             risk_rules=DEFAULT_RISK_RULES)
@@ -353,3 +358,313 @@ def test_token_cli_create_rotate_list(tmp_path: Path) -> None:
     assert new_secret != secret and store.verify(secret) is None
     assert store.verify(new_secret) is not None
     assert "the old secret no longer works" in " ".join(rotated.output.split())
+
+
+# ---- ids that repeat across sites and workshops -----------------------------------
+
+
+def _sensor(sensor_id: str) -> dict[str, Any]:
+    return {"id": sensor_id, "kind": "combustible_lel", "range": [0, 100]}
+
+
+def _workshop(ws: str, post: str, area: str, sensor: str) -> dict[str, Any]:
+    return {"id": ws, "teams": [{"id": "team-a", "posts": [{"id": post}]}],
+            "areas": [{"id": area, "post": post, "sensors": [_sensor(sensor)]}]}
+
+
+def two_site_plant() -> PlantConfig:
+    """Workshop ``tank-farm`` in both sites; post ``post-tf`` in s1/tank-farm,
+    s1/loading and s2/tank-farm; area ``tf-a`` in both sites."""
+    return parse_plant({
+        "enterprise": {"id": "acme"},
+        "sites": [
+            {"id": "s1", "workshops": [_workshop("tank-farm", "post-tf", "tf-a", "S1-LEL"),
+                                       _workshop("loading", "post-tf", "ld-a", "S1-LD-LEL")]},
+            {"id": "s2", "workshops": [_workshop("tank-farm", "post-tf", "tf-a", "S2-LEL")]},
+        ],
+    }, "two_site_plant")
+
+
+def test_check_scope_refuses_a_name_in_two_places_and_takes_the_qualified_one() -> None:
+    plant = two_site_plant()
+    with pytest.raises(ValueError) as info:
+        check_scope(plant, ["tank-farm"])
+    text = str(info.value)
+    assert "\n" not in text
+    assert "workshop 'tank-farm' is in more than one place (s1/tank-farm, s2/tank-farm)" in text
+    assert "SITE/WORKSHOP" in text
+    with pytest.raises(ValueError) as info:
+        check_scope(plant, posts=["post-tf"])
+    text = str(info.value)
+    assert ("post 'post-tf' is in more than one place (s1/loading/post-tf, "
+            "s1/tank-farm/post-tf, s2/tank-farm/post-tf)") in text
+    assert "SITE/WORKSHOP/POST" in text
+    assert check_scope(plant, ["s1/tank-farm"], ["s2/tank-farm/post-tf"]) == TokenScope.of(
+        ["s1/tank-farm"], ["s2/tank-farm/post-tf"])
+    assert check_scope(plant, ["loading"]) == TokenScope.of(["loading"])  # only in one place
+    with pytest.raises(ValueError, match=r"no workshop 's3/tank-farm'.*did you mean"):
+        check_scope(plant, ["s3/tank-farm"])
+    with pytest.raises(ValueError, match="no post 's1/loading/post-ld'"):
+        check_scope(plant, posts=["s1/loading/post-ld"])
+
+
+def test_scopes_compare_qualified_ids_and_fail_closed_on_a_repeated_bare_id(
+        tmp_path: Path) -> None:
+    plant = two_site_plant()
+    places = PlantPlaces.of(plant)
+    rig = Rig(plant, tmp_path, reads_need_token=False)
+
+    def view(workshops: list[str] = [], posts: list[str] = []) -> ScopeView:  # noqa: B006
+        name = f"t{len(rig.tokens.list())}"
+        secret = rig.token(name, "viewer", workshops, posts)["Authorization"][7:]
+        return ScopeView(places, rig.tokens.verify(secret, NOW))
+
+    s1_tanks = view(["s1/tank-farm"])
+    assert s1_tanks.covers_sensor("S1-LEL") and not s1_tanks.covers_sensor("S2-LEL")
+    assert not s1_tanks.covers_sensor("S1-LD-LEL")
+    assert s1_tanks.covers_event("alarm", {"site": "s1", "workshop": "tank-farm",
+                                           "post": "post-tf"})
+    assert not s1_tanks.covers_event("alarm", {"site": "s2", "workshop": "tank-farm",
+                                               "post": "post-tf"})
+    assert s1_tanks.covers_event("risk", {"site": "s1", "area": "tf-a"})
+    assert not s1_tanks.covers_event("risk", {"site": "s2", "area": "tf-a"})
+    # A bare area or post that is in several places, some outside the scope: not covered.
+    assert not s1_tanks.covers_area("tf-a") and not s1_tanks.covers_post("post-tf")
+    s1_loading_post = view(posts=["s1/loading/post-tf"])
+    assert s1_loading_post.covers_sensor("S1-LD-LEL")
+    assert not s1_loading_post.covers_sensor("S1-LEL")
+    assert not s1_loading_post.covers_event("alarm", {"site": "s1", "workshop": "tank-farm",
+                                                      "post": "post-tf"})
+    # A token made with a bare name that is (or became) ambiguous covers nothing there.
+    bare = view(["tank-farm"], ["post-tf"])
+    assert not bare.everything
+    for sensor in ("S1-LEL", "S2-LEL", "S1-LD-LEL"):
+        assert not bare.covers_sensor(sensor), sensor
+    assert not bare.covers_event("alarm", {"site": "s1", "workshop": "tank-farm",
+                                           "post": "post-tf"})
+    assert "more than one place" in bare.describe()
+
+
+async def test_a_workshop_or_post_token_acts_only_in_its_own_place(tmp_path: Path) -> None:
+    plant = two_site_plant()
+    rig = Rig(plant, tmp_path, reads_need_token=False)
+    await rig.store.start()
+    rig.commit([condition(plant, s) for s in ("S1-LEL", "S1-LD-LEL", "S2-LEL")])
+    s1_post = rig.token("li", "operator", posts=["s1/tank-farm/post-tf"])
+    bare_post = rig.token("wu", "operator", posts=["post-tf"])
+    bare_ws = rig.token("zhao", "viewer", workshops=["tank-farm"])
+    async for client in client_for(rig):
+        for sensor in ("S1-LD-LEL", "S2-LEL"):
+            r = await client.post(f"/api/v1/alarms/{sensor}:h/ack", headers=s1_post)
+            assert r.status_code == 403, sensor
+        r = await client.post("/api/v1/alarms/S1-LEL:h/ack", headers=s1_post)
+        assert r.status_code == 200 and r.json()["state"] == "ack"
+        for sensor in ("S1-LEL", "S1-LD-LEL", "S2-LEL"):
+            r = await client.post(f"/api/v1/alarms/{sensor}:h/ack", headers=bare_post)
+            assert r.status_code == 403, sensor
+            assert "more than one place" in r.json()["detail"]
+        assert (await client.get("/api/v1/sensors/S2-LEL/readings", headers=bare_ws)
+                ).status_code == 403
+        assert (await client.get("/api/v1/alarms", headers=bare_ws)).json() == []
+        seen = (await client.get("/api/v1/alarms", headers=s1_post)).json()
+        assert [a["alarm_id"] for a in seen] == ["S1-LEL:h"]
+        tree = (await client.get("/api/v1/sensors", headers=s1_post)).json()
+        assert [(s["id"], ws["id"]) for s in tree["sites"] for ws in s["workshops"]] == [
+            ("s1", "tank-farm")]
+    await rig.store.close()
+
+
+def test_the_token_cli_takes_a_qualified_workshop(tmp_path: Path) -> None:
+    plant_file = tmp_path / "plant.yaml"
+    plant_file.write_text(json.dumps(two_site_plant().model_dump(mode="json")))
+    runner = CliRunner()
+    base = ["--state-dir", str(tmp_path)]
+    env = {"PLANTWATCH_PLANT": str(plant_file)}
+    bad = runner.invoke(cli, ["token", "create", "li", "--workshop", "tank-farm", *base],
+                        env=env)
+    assert bad.exit_code == 2
+    assert "s1/tank-farm, s2/tank-farm" in " ".join(bad.output.split())
+    made = runner.invoke(cli, ["token", "create", "li", "--workshop", "s2/tank-farm", *base],
+                         env=env)
+    assert made.exit_code == 0, made.output
+    assert "workshops s2/tank-farm" in " ".join(made.output.split())
+
+
+# ---- suppression rules seen by a scoped token ---------------------------------------
+
+TANK_RULE = SuppressionRule(id="tf-purge", when_sensor="TF-B-LEL-01", below=1.0,
+                            areas=("tf-group-a",))
+REACTOR_RULE = SuppressionRule(id="rx-startup", when_sensor="RX-LEL-102", below=1.0,
+                               areas=("rx-r101",))
+
+
+async def test_suppression_toggles_are_in_the_audit_of_the_rules_scope(
+        plant: PlantConfig, tmp_path: Path) -> None:
+    rig = Rig(plant, tmp_path, reads_need_token=False, rules=(TANK_RULE, REACTOR_RULE))
+    await rig.store.start()
+    engineer = rig.token("zhao", "engineer")
+    tank = rig.token("li", "viewer", workshops=["tank-farm"])
+    async for client in client_for(rig):
+        for rule in ("tf-purge", "rx-startup"):
+            r = await client.post(f"/api/v1/suppressions/{rule}",
+                                  json={"enabled": False, "reason": "test"}, headers=engineer)
+            assert r.status_code == 200, r.text
+        audit = (await client.get("/api/v1/audit", headers=tank)).json()
+        assert [(a["rule"], a["enabled"]) for a in audit] == [("tf-purge", False)]
+        assert len((await client.get("/api/v1/audit")).json()) == 2
+    await rig.store.close()
+
+
+def test_suppression_events_reach_only_the_streams_of_the_rules_scope(
+        plant: PlantConfig, tmp_path: Path) -> None:
+    rig = Rig(plant, tmp_path, reads_need_token=False, rules=(TANK_RULE, REACTOR_RULE))
+    secret = rig.token("li", "viewer", workshops=["tank-farm"])["Authorization"][7:]
+    view = ScopeView(PlantPlaces.of(plant), rig.tokens.verify(secret, NOW),
+                     rules=rig.alarms.manager.rules)
+
+    def system(rule: str | None) -> dict[str, Any]:
+        return {"type": "alarm_system", "change": "suppression_on", "ts": NOW,
+                "alarm_id": None, "post": None, "detail": None if rule is None else
+                {"rule": rule, "active": True, "enabled": True}}
+
+    assert view.covers_event("system", system("tf-purge"))
+    assert not view.covers_event("system", system("rx-startup"))
+    assert not view.covers_event("system", system("no-such-rule"))
+    assert view.covers_event("system", system(None))  # the alarm system's own state
+
+
+# ---- hazards tied to places ----------------------------------------------------------
+
+
+async def test_a_new_hazard_must_lie_wholly_in_scope_and_agree_with_the_plant(
+        open_rig: tuple[Rig, httpx.AsyncClient]) -> None:
+    rig, client = open_rig
+    tank_op = rig.token("li", "operator", workshops=["tank-farm"])
+    plant_op = rig.token("wu", "operator")
+    for body in ({"sensor": TANK, "post": "rx-board"}, {"area": "tf-group-a", "post": "rx-board"},
+                 {"area": "rx-r101", "post": "tf-board"}):
+        r = await client.post("/api/v1/hazards", json={"title": "x", **body}, headers=tank_op)
+        assert r.status_code == 403, body
+        assert "outside the scope" in r.json()["detail"]
+    for body, said in (({"sensor": TANK, "area": "rx-r101"},
+                        f"sensor '{TANK}' is in area 'tf-group-a'"),
+                       ({"sensor": TANK, "post": "tf-loading"},
+                        f"sensor '{TANK}' is answered by post 'tf-board'"),
+                       ({"area": "tf-group-a", "post": "tf-loading"},
+                        "area 'tf-group-a' is answered by post 'tf-board'"),
+                       ({"sensor": "NO-SUCH"}, "unknown sensor 'NO-SUCH'"),
+                       ({"area": "nowhere"}, "unknown area 'nowhere'")):
+        r = await client.post("/api/v1/hazards", json={"title": "x", **body}, headers=plant_op)
+        assert r.status_code == 422, body
+        assert said in r.json()["detail"], (body, r.json())
+    r = await client.post("/api/v1/hazards", json={
+        "title": "x", "sensor": TANK, "area": "tf-group-a", "post": "tf-board"}, headers=tank_op)
+    assert r.status_code == 201, r.text
+    assert rig.alarms.hazards.list() and len(rig.alarms.hazards.list()) == 1
+
+
+async def test_a_hazard_partly_outside_the_scope_cannot_be_changed(
+        open_rig: tuple[Rig, httpx.AsyncClient]) -> None:
+    rig, client = open_rig
+    tank_op = rig.token("li", "operator", workshops=["tank-farm"])
+    # Made before places were checked: the tank sensor, the reactor's post.
+    hazard = rig.alarms.create_hazard(title="old", sensor=TANK, post="rx-board", by="x",
+                                      ts=NOW - 5000)
+    r = await client.patch(f"/api/v1/hazards/{hazard.id}", json={"note": "mine?"},
+                           headers=tank_op)
+    assert r.status_code == 403 and "post 'rx-board'" in r.json()["detail"]
+    assert rig.alarms.hazards.get(hazard.id) == hazard
+    # Still seen: it concerns a tank-farm sensor.
+    assert [h["id"] for h in (await client.get("/api/v1/hazards", headers=tank_op)).json()] \
+        == [hazard.id]
+
+
+# ---- the stream ends with its token ------------------------------------------------
+
+
+class AuthedStream:
+    """Drive the app's ASGI callable by hand to read the event stream live (httpx's
+    ASGITransport waits for the whole body, which an event stream never ends)."""
+
+    def __init__(self, app: Any, path: str, headers: dict[str, str]) -> None:
+        self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._asked = False
+        self._gone = asyncio.Event()
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
+            "raw_path": path.encode(), "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"t"), (b"accept", b"text/event-stream"),
+                        *((k.lower().encode(), v.encode()) for k, v in headers.items())],
+            "client": ("127.0.0.1", 50000), "server": ("t", 80),
+        }
+        self.task = asyncio.create_task(app(scope, self._receive, self._send))
+
+    async def _receive(self) -> dict[str, Any]:
+        if not self._asked:
+            self._asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self._gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: Any) -> None:
+        await self.messages.put(dict(message))
+
+    async def next(self) -> dict[str, Any]:
+        return await asyncio.wait_for(self.messages.get(), 5)
+
+    async def close(self) -> None:
+        self._gone.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.task, 5)
+
+
+@pytest.mark.parametrize("end", ["revoked", "rotated away", "expired"])
+async def test_an_open_stream_ends_when_its_token_stops_working(
+        plant: PlantConfig, tmp_path: Path, end: str) -> None:
+    rig = Rig(plant, tmp_path, reads_need_token=True)
+    clock = [NOW]
+    rig.services.clock_ms = lambda: clock[0]
+    rig.services.keepalive_s = 0.2
+    viewer = rig.token("screen", "viewer", workshops=["tank-farm"])
+    stream = AuthedStream(create_app(rig.services), "/api/v1/alarms/stream", viewer)
+    try:
+        assert (await stream.next())["status"] == 200
+        assert b"event: snapshot" in (await stream.next())["body"]
+        tank_event = {"alarm_id": f"{TANK}:hh", "site": "nanhai", "workshop": "tank-farm",
+                      "post": "tf-board"}
+        rig.hub.publish("alarm", tank_event)
+        assert b"TF-A-LEL-01:hh" in (await stream.next())["body"]
+        cli_store = TokenStore(rig.tokens.path)  # the token command, another process
+        if end == "revoked":
+            assert cli_store.revoke("screen")
+        elif end == "rotated away":
+            cli_store.rotate("screen", NOW, grace_ms=0)
+        else:
+            clock[0] = NOW + 91 * 86_400_000  # past the default 90 days
+        rig.hub.publish("alarm", tank_event)
+        last = await stream.next()
+        assert last["type"] == "http.response.body"
+        assert last["body"] == b"" and not last.get("more_body", False)
+        await asyncio.wait_for(stream.task, 5)
+        assert rig.hub.subscriber_count == 0
+    finally:
+        await stream.close()
+
+
+async def test_an_idle_stream_ends_at_its_keepalive_when_the_token_is_revoked(
+        plant: PlantConfig, tmp_path: Path) -> None:
+    rig = Rig(plant, tmp_path, reads_need_token=True)
+    rig.services.keepalive_s = 0.2
+    viewer = rig.token("screen", "viewer")
+    stream = AuthedStream(create_app(rig.services), "/api/v1/alarms/stream", viewer)
+    try:
+        assert (await stream.next())["status"] == 200
+        await stream.next()  # the snapshot
+        assert (await stream.next())["body"] == b": keepalive\n\n"
+        TokenStore(rig.tokens.path).revoke("screen")
+        last = await stream.next()
+        assert last["body"] == b"" and not last.get("more_body", False)
+        await asyncio.wait_for(stream.task, 5)
+    finally:
+        await stream.close()

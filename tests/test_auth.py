@@ -462,3 +462,26 @@ async def test_optional_reader(path: Path, required: bool) -> None:
         assert r.status_code == 200 and r.json() == {"who": ["vera", ["tank-farm"]]}
         # A token that is sent must be good, even where reads are open.
         assert (await client.get("/read", headers=bearer("pw_bad"))).status_code == 401
+
+
+def test_rotating_an_expired_token_gives_its_old_secret_no_grace(store: TokenStore) -> None:
+    old = create(store, "display", "operator", NOW, lifetime_ms=DAY)
+    later = NOW + 2 * DAY  # expired a day ago
+    assert isinstance(store.check(old, later), Expired)
+    new = store.rotate("display", later).get_secret_value()
+    assert store.check(old, later) is None  # not revived for the grace period
+    assert store.check(old, later + 1) is None
+    assert store.verify(new, later) == Principal("display", "operator")
+    (row,) = store.list(later)
+    assert row["grace_until_ts"] is None
+
+
+def test_rotation_grace_ends_when_the_old_secret_would_have_expired(
+        store: TokenStore) -> None:
+    old = create(store, "display", "operator", NOW, lifetime_ms=DAY)
+    later = NOW + DAY - 600_000  # ten minutes before it expires; the grace is an hour
+    store.rotate("display", later)
+    assert store.verify(old, NOW + DAY - 1) is not None
+    assert store.verify(old, NOW + DAY) is None
+    (row,) = store.list(later)
+    assert row["grace_until_ts"] == NOW + DAY

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import threading
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from alarms.journal import AlarmJournal
+from api.auth import TokenStore
 from model.alarm_events import AlarmEvent
 from plantwatch.cli import app
 from plantwatch.cli.backup import (
@@ -23,6 +27,8 @@ from plantwatch.cli.backup import (
     take_backup,
     verify_backup,
 )
+
+EMPTY_TOKENS = '{"version": 2, "tokens": []}'
 
 
 def event(i: int) -> AlarmEvent:
@@ -91,7 +97,7 @@ class _Writers:
 def _state_dir(tmp_path: Path) -> Path:
     state = tmp_path / "state"
     (state / "mspc").mkdir(parents=True)
-    (state / "tokens.json").write_text('{"tokens": []}')
+    (state / "tokens.json").write_text(EMPTY_TOKENS)
     (state / "mspc" / "rx-r101.npz").write_bytes(b"model")
     (state / "detectors.npz.tmp").write_bytes(b"a writer's temporary file")
     return state
@@ -147,7 +153,7 @@ def test_restore_refuses_a_damaged_backup_and_a_busy_state_dir(tmp_path: Path) -
     manifest = restore_backup(backup, state, force=True)
     aside = Path(manifest["kept_aside"])
     assert (aside / "detectors.npz.tmp").exists()  # the old state, kept whole
-    assert (state / "tokens.json").read_text() == '{"tokens": []}'
+    assert (state / "tokens.json").read_text() == EMPTY_TOKENS
 
     with open(backup / "alarms.jsonl", "ab") as fh:
         fh.write(b"{}\n")
@@ -195,3 +201,93 @@ def test_the_commands_back_up_and_restore_a_state_dir(tmp_path: Path) -> None:
                                 "--state-dir", str(tmp_path / "new")])
     assert fresh.exit_code == 0, fresh.output
     assert len(AlarmJournal(tmp_path / "new" / "alarms.jsonl").load_records()) == 1
+
+
+def test_a_compaction_during_the_backup_never_pairs_old_state_with_new_segments(
+        tmp_path: Path) -> None:
+    """A compaction writes its snapshot, renames alarms.jsonl to a closed segment and
+    starts a new alarms.jsonl. A backup is one moment of the state directory: its
+    snapshot and its segments come from the same side of the compaction."""
+    state = _state_dir(tmp_path)
+    journal = AlarmJournal(state / "alarms.jsonl")
+    journal.append([event(i) for i in range(10)])
+    journal.save_snapshot({"compaction": 0}, at_ms=1)
+    store = state / "zz-store.sqlite3"
+    with sqlite3.connect(store) as conn:
+        conn.execute("CREATE TABLE readings (x)")
+    backup = tmp_path / "backup"
+    locked = threading.Event()
+
+    def compact_while_the_store_is_busy() -> None:
+        # The store is busy (locked) when the backup starts: its copy waits.
+        conn = sqlite3.connect(store, isolation_level=None, timeout=30)
+        conn.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        deadline = time.monotonic() + 10
+        while not (backup / "alarms.snapshot.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        journal.save_snapshot({"compaction": 1}, at_ms=2)
+        journal.close_segment()
+        journal.append([event(100)])
+        conn.execute("COMMIT")
+        conn.close()
+
+    compactor = threading.Thread(target=compact_while_the_store_is_busy)
+    compactor.start()
+    assert locked.wait(10)
+    manifest = take_backup(state, backup)
+    compactor.join(10)
+    files = {f["path"] for f in manifest["files"]}
+    assert "zz-store.sqlite3" in files and verify_backup(backup) == []
+    closed = sorted(f for f in files if f.startswith("alarms-"))
+    snapshot = json.loads((backup / "alarms.snapshot.json").read_bytes())
+    if closed:  # taken after the compaction: its snapshot and both segments
+        assert snapshot["compaction"] == 1
+        assert len(AlarmJournal(backup / "alarms.jsonl").load_records()) == 11
+    else:  # taken before it: the old snapshot and the whole old journal
+        assert snapshot["compaction"] == 0
+        assert len(AlarmJournal(backup / "alarms.jsonl").load_records()) == 10
+
+
+def test_append_files_are_copied_in_bounded_memory(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    line = json.dumps({"pad": "x" * 90}).encode() + b"\n"
+    journal = line * 40_000  # ~4 MB
+    (state / "alarms.jsonl").write_bytes(journal + b'{"torn": "reco')
+    (state / "spool.bin").write_bytes(os.urandom(3 << 20))
+    # A journal whose last whole line ends long before the end (a torn tail
+    # longer than a chunk).
+    (state / "hazards.jsonl").write_bytes(line * 3 + b"y" * 200_000)
+    chunk = 64 << 10
+    tracemalloc.start()
+    try:
+        take_backup(state, tmp_path / "backup", chunk_bytes=chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak  # a few chunks, never a whole file
+    backup = tmp_path / "backup"
+    assert (backup / "alarms.jsonl").read_bytes() == journal  # cut at the last newline
+    assert (backup / "spool.bin").read_bytes() == (state / "spool.bin").read_bytes()
+    assert (backup / "hazards.jsonl").read_bytes() == line * 3
+    assert verify_backup(backup) == []
+
+
+def test_restore_lists_the_tokens_it_brought_back(tmp_path: Path) -> None:
+    state = _state_dir(tmp_path)
+    tokens = TokenStore(state / "tokens.json")
+    now = time.time_ns() // 1_000_000
+    tokens.create("li", "operator", now)
+    tokens.create("wall", "viewer", now, lifetime_ms=None)
+    runner = CliRunner()
+    done = runner.invoke(app, ["backup", "--to", str(tmp_path / "b"), "--state-dir", str(state)])
+    assert done.exit_code == 0, done.output
+    tokens.revoke("li")  # after the backup: the restore brings it back
+    restored = runner.invoke(app, ["restore", "--from", str(tmp_path / "b"),
+                                   "--state-dir", str(tmp_path / "new")])
+    assert restored.exit_code == 0, restored.output
+    out = " ".join(restored.output.split())
+    assert "li operator expires 20" in out and "wall viewer never expires" in out
+    assert "revoked after the backup" in out and "plantwatch token revoke" in out
+    assert TokenStore(tmp_path / "new" / "tokens.json").list()[0]["name"] == "li"

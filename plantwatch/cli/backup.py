@@ -7,9 +7,10 @@ Files are taken by kind, not from a fixed list, so that a file a later version
 adds is backed up too:
 
 - **append-only** (``*.jsonl`` journals, the spool ``spool*.bin``): opened
-  first, its size read from the open file, and that many bytes copied; a
-  journal is cut at its last whole line (a record being appended is not one
-  yet). A file replaced meanwhile is read from the version that was opened.
+  first, its size read from the open file, and that many bytes copied, in
+  chunks (a spool may be gigabytes); a journal is cut at its last whole line
+  (a record being appended is not one yet). A file replaced meanwhile is read
+  from the version that was opened.
 - **SQLite** (``*.sqlite3``, ``*.sqlite``, ``*.db``): SQLite's online backup,
   a consistent copy while the store writes.
 - **everything else** (checkpoints, snapshots, tokens, models): replaced
@@ -19,9 +20,18 @@ The replaced files are copied *before* the journals' sizes are read: the
 checkpoint names the journal offset it matches, and a journal that runs ahead
 of its checkpoint is cut back at start (docs/architecture.md, "Delivery
 guarantees"), while one that fell behind could not be. A restore is therefore
-the state of a crash at the moment of the backup. A journal file that
-disappeared (compacted into a snapshot) or appeared (a segment closed) while
-the backup ran makes it start over.
+the state of a crash at the moment of the backup. Any change of the set of
+append files between the first listing and the end of the journals (a
+compaction renames ``alarms.jsonl`` to a closed segment and starts a new one,
+beside a new snapshot) makes it start over, so a snapshot is never paired with
+segments from the other side of a compaction. A SQLite store is copied last,
+after the journals: its copy can take long, and between the checkpoint and
+the journals it would only widen the window a compaction can fall into (the
+store may run ahead of the checkpoint: readings are stored at least once).
+
+A restore brings back the token file as it was: tokens revoked after the
+backup work again until revoked anew; ``restore`` lists the tokens it brought
+back and says so.
 """
 
 from __future__ import annotations
@@ -32,15 +42,18 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 import typer
 
+from api.auth import TokenStore
 from plantwatch.cli.common import console, settings_or_exit
 from plantwatch.cli.options import SettingsOption, StateDirOption, settings_with_state_dir
 from plantwatch.cli.root import app, plantwatch_version
+from plantwatch.cli.token import token_summary
 
 __all__ = ["BackupError", "backup", "restore", "restore_backup", "take_backup",
            "verify_backup"]
@@ -121,24 +134,45 @@ def _write_private(dest: Path, chunks: Any) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _read_prefix(src: Path, whole_lines: bool) -> list[bytes]:
-    """The bytes of ``src`` up to the size it had when opened; cut after the
-    last newline when ``whole_lines``."""
+def _last_line_end(fh: BinaryIO, size: int, chunk: int) -> int:
+    """The offset just after the last newline in the first ``size`` bytes; 0 if none.
+    Read backwards a chunk at a time: a torn tail costs one chunk, not the file."""
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        fh.seek(start)
+        block = fh.read(end - start)
+        at = block.rfind(b"\n")
+        if at >= 0:
+            return start + at + 1
+        end = start
+    return 0
+
+
+def _read_prefix(src: Path, whole_lines: bool, chunk: int = _CHUNK) -> Iterator[bytes]:
+    """The bytes of ``src`` up to the size it had when opened, ``chunk`` at a time;
+    cut after the last newline when ``whole_lines``."""
     with open(src, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        data = fh.read(size)
-    if whole_lines:
-        data = data[: data.rfind(b"\n") + 1]
-    return [data]
+        if whole_lines:
+            size = _last_line_end(fh, size, chunk)
+        fh.seek(0)
+        left = size
+        while left > 0:
+            data = fh.read(min(chunk, left))
+            if not data:
+                break  # cut shorter meanwhile (a spool emptied): what was there
+            left -= len(data)
+            yield data
 
 
-def _read_whole(src: Path) -> Any:
+def _read_whole(src: Path, chunk: int = _CHUNK) -> Iterator[bytes]:
     with open(src, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            yield chunk
+        while data := fh.read(chunk):
+            yield data
 
 
-def _copy_sqlite(src: Path, dest: Path) -> tuple[int, str]:
+def _copy_sqlite(src: Path, dest: Path, chunk: int) -> tuple[int, str]:
     _private_dir(dest.parent)
     tmp = dest.with_name(dest.name + ".partial")
     source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30)
@@ -150,57 +184,71 @@ def _copy_sqlite(src: Path, dest: Path) -> tuple[int, str]:
             target.close()
     finally:
         source.close()
-    size, digest = _write_private(dest, _read_whole(tmp))
+    size, digest = _write_private(dest, _read_whole(tmp, chunk))
     tmp.unlink()
     return size, digest
 
 
-def _copy(state_dir: Path, rel: str, kind: Kind, to: Path) -> _Entry:
+def _copy(state_dir: Path, rel: str, kind: Kind, to: Path, chunk: int) -> _Entry:
     src, dest = state_dir / rel, to / rel
     if kind == "sqlite":
-        size, digest = _copy_sqlite(src, dest)
+        size, digest = _copy_sqlite(src, dest, chunk)
     elif kind == "append":
-        size, digest = _write_private(dest, _read_prefix(src, rel.endswith(".jsonl")))
+        size, digest = _write_private(dest, _read_prefix(src, rel.endswith(".jsonl"), chunk))
     else:
-        size, digest = _write_private(dest, _read_whole(src))
+        size, digest = _write_private(dest, _read_whole(src, chunk))
     return _Entry(rel, kind, size, digest)
 
 
 class _StartOver(Exception):
-    """A journal disappeared while the backup ran (compacted): take it again."""
+    """The append files changed while the backup ran (a compaction): take it again."""
 
 
-def _take_once(state_dir: Path, to: Path) -> list[_Entry]:
+def _appends(files: dict[str, Kind]) -> frozenset[str]:
+    return frozenset(rel for rel, kind in files.items() if kind == "append")
+
+
+def _take_once(state_dir: Path, to: Path, chunk: int) -> list[_Entry]:
     before = _state_files(state_dir)
     entries: list[_Entry] = []
+    # 1. Files replaced whole (checkpoint, snapshots, tokens, models).
     for rel, kind in before.items():
-        if kind == "append":
+        if kind != "file":
             continue
         try:
-            entries.append(_copy(state_dir, rel, kind, to))
+            entries.append(_copy(state_dir, rel, kind, to, chunk))
         except FileNotFoundError:
             continue  # replaced by a newer name, or removed: not state any more
+    # 2. The journals and the spool, if they are still the same files.
     now = _state_files(state_dir)
-    if any(kind == "append" and rel not in now for rel, kind in before.items()):
+    if _appends(now) != _appends(before):
         raise _StartOver
-    for rel, kind in now.items():
-        if kind != "append":
-            continue
+    for rel in sorted(_appends(now)):
         try:
-            entries.append(_copy(state_dir, rel, kind, to))
+            entries.append(_copy(state_dir, rel, "append", to, chunk))
         except FileNotFoundError as exc:
             raise _StartOver from exc
-    after = _state_files(state_dir)
-    if any(kind == "append" and rel not in now for rel, kind in after.items()):
+    if _appends(_state_files(state_dir)) != _appends(now):
         raise _StartOver  # a segment closed (renamed) while the journals were copied
-    return entries
+    # 3. The SQLite store, last: it may run ahead of the checkpoint.
+    for rel, kind in now.items():
+        if kind != "sqlite":
+            continue
+        try:
+            entries.append(_copy(state_dir, rel, kind, to, chunk))
+        except FileNotFoundError:
+            continue
+    return sorted(entries, key=lambda e: e.path)
 
 
-def take_backup(state_dir: Path, to: Path) -> dict[str, Any]:
+def take_backup(state_dir: Path, to: Path, *, chunk_bytes: int = _CHUNK) -> dict[str, Any]:
     """Back up ``state_dir`` into the new or empty directory ``to``; the manifest.
 
-    ``MANIFEST.json`` is written last: a backup directory without one is not
-    a backup (an interrupted one)."""
+    Files are copied ``chunk_bytes`` at a time, so memory stays a few chunks
+    whatever their size. ``MANIFEST.json`` is written last: a backup
+    directory without one is not a backup (an interrupted one)."""
+    if chunk_bytes <= 0:
+        raise ValueError(f"chunk_bytes {chunk_bytes} must be positive")
     if not state_dir.is_dir():
         raise BackupError(f"state directory {state_dir} does not exist: give the service's "
                           "with --state-dir or --settings")
@@ -212,7 +260,7 @@ def take_backup(state_dir: Path, to: Path) -> dict[str, Any]:
     for attempt in range(_ATTEMPTS):
         _private_dir(to)
         try:
-            entries = _take_once(state_dir, to)
+            entries = _take_once(state_dir, to, chunk_bytes)
             break
         except _StartOver:
             shutil.rmtree(to)
@@ -355,3 +403,28 @@ def restore(
                   f"{manifest.get('plantwatch_version')}) into {settings.state_dir}"
                   + (f"; the previous state is in {manifest['kept_aside']}"
                      if "kept_aside" in manifest else ""))
+    _report_tokens(settings.api.tokens_file, settings.state_dir)
+
+
+def _report_tokens(tokens_file: Path | None, state_dir: Path) -> None:
+    """Say which API tokens the restore brought back: the token file is the
+    backup's, so a token revoked since then works again until revoked anew."""
+    path = tokens_file or state_dir / "tokens.json"
+    if not path.resolve().is_relative_to(state_dir.resolve()):
+        console.print(f"the tokens file {path} is outside the state directory: not "
+                      "restored, its tokens are as they were", soft_wrap=True)
+        return
+    if not path.is_file():
+        console.print("no API tokens restored (the backup has no tokens file)")
+        return
+    try:
+        rows = TokenStore(path).list()
+    except ValueError as exc:
+        console.print(f"[yellow]the restored tokens file cannot be read:[/yellow] {exc}",
+                      soft_wrap=True)
+        return
+    console.print(f"[yellow]{len(rows)} API tokens restored, as they were at the backup: a "
+                  "token revoked after the backup works again until revoked anew "
+                  "(`plantwatch token revoke NAME`); check them:[/yellow]", soft_wrap=True)
+    for row in rows:
+        typer.echo(f"  {token_summary(row)}")

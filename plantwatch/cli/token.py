@@ -4,7 +4,10 @@ state directory unless the settings name a tokens file).
 
 A token expires (``--expires-in``, 90 days unless told; ``never`` only for a
 viewer, e.g. a wall display) and may be limited to workshops and posts of the
-plant (``--workshop``, ``--post``, checked against the plant config). Its
+plant (``--workshop``, ``--post``, checked against the plant config). A name
+the plant has in more than one place (a workshop id two sites use, a post id
+two workshops use) is refused: give it qualified, ``SITE/WORKSHOP`` or
+``SITE/WORKSHOP/POST``. Its
 secret is printed once, by ``create`` or ``rotate``, to stdout alone, so it can
 be piped into a secret store; nothing else ever shows it.
 """
@@ -23,7 +26,7 @@ from plantwatch.cli.common import console, load_plant_or_exit, token_store
 from plantwatch.cli.options import SettingsOption, StateDirOption, settings_with_state_dir
 from plantwatch.cli.root import app
 
-__all__ = ["parse_expiry", "token_app"]
+__all__ = ["parse_expiry", "token_app", "token_summary"]
 
 token_app = typer.Typer(
     help="API tokens (stored hashed) for operators, engineers, admins and viewers.",
@@ -64,9 +67,11 @@ def token_create(
     role: Annotated[Role, typer.Option(help="viewer < operator < engineer < admin")] = "operator",
     expires_in: ExpiresOption = None,
     workshop: Annotated[list[str] | None, typer.Option(
-        "--workshop", help="limit to this workshop (repeatable)")] = None,
+        "--workshop", help="limit to this workshop (repeatable); SITE/WORKSHOP when "
+                           "two sites have one of that name")] = None,
     post: Annotated[list[str] | None, typer.Option(
-        "--post", help="limit to this post (repeatable)")] = None,
+        "--post", help="limit to this post (repeatable); SITE/WORKSHOP/POST when "
+                       "two workshops have one of that name")] = None,
     name_option: Annotated[str | None, typer.Option("--name", hidden=True)] = None,
     settings_file: SettingsOption = None,
     state_dir: StateDirOption = None,
@@ -136,6 +141,12 @@ def _scope_text(row: dict[str, object]) -> str:
         if isinstance(names, list) and names:
             parts.append(f"{key} {','.join(names)}")
     return "; ".join(parts) or "whole plant"
+
+
+def token_summary(row: dict[str, object]) -> str:
+    """``li operator expires 2024-08-01T10:00:00Z (workshops tank-farm)``: one
+    token of :meth:`~api.auth.TokenStore.list`, for people."""
+    return f"{row['name']} {row['role']} {_expiry_text(row)} ({_scope_text(row)})"
 
 
 @token_app.command("list")
