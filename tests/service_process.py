@@ -1,5 +1,5 @@
 """The service as a real subprocess (``python -m plantwatch run``), for the tests
-that kill it with SIGKILL and start it again."""
+that kill it with SIGKILL and start it again, and a plant streaming to it."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from model.plant import PlantConfig
+from simulators import MqttPublisher, PlantSimulator
+from simulators.gateway_json import encode_gateway_message, gateway_topic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,3 +81,28 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def stream_plant(broker_url: str, plant: PlantConfig, sim: PlantSimulator, start_ms: int,
+                 seconds: float, *, client_id: str, stop: threading.Event | None = None,
+                 pause_s: float = 0.002) -> tuple[int, int]:
+    """The simulated plant carried on from ``start_ms``: 1 s steps of event time,
+    published as fast as the broker takes them for ``seconds`` of wall time (or
+    until ``stop``). Returns (readings published, readings the broker acked)."""
+    by_gateway: dict[tuple[str, str], list[int]] = {}
+    for p in plant.places():
+        by_gateway.setdefault((p.site, p.gateway), []).append(p.index)
+    ids = [p.sensor.id for p in plant.places()]
+    ts = start_ms
+    deadline = time.monotonic() + seconds
+    with MqttPublisher(broker_url, client_id=client_id) as pub:
+        while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+            values = sim.values_at(ts)
+            for (site, gw), rows in by_gateway.items():
+                readings = [(ids[i], float(values[i])) for i in rows]
+                pub.publish(gateway_topic(site, gw), encode_gateway_message(gw, ts, readings),
+                            len(readings))
+            ts += 1000
+            time.sleep(pause_s)
+        assert pub.wait_all_acked(60), "broker did not acknowledge every message"
+        return pub.published_readings, pub.acked_readings

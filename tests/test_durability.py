@@ -23,10 +23,10 @@ import pytest
 from devservers.localservers import free_port
 from model.plant import load_plant
 from model.sensor_table import SensorTable
-from simulators import LeakSpec, MqttPublisher, PlantSimulator, run_simulation
-from simulators.gateway_json import encode_gateway_message, gateway_topic
+from simulators import LeakSpec, PlantSimulator, run_simulation
 from store.influx import InfluxStore
 from tests.service_process import ServiceProcess, wait_for
+from tests.service_process import stream_plant as live_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANT_FILE = ROOT / "config" / "plant.yaml"
@@ -52,26 +52,9 @@ def influx_count(url: str, db: str) -> int:
 
 def stream_plant(broker_url: str, sim: PlantSimulator, start_ms: int, seconds: float,
                  stop: threading.Event, result: dict[str, int]) -> None:
-    """The phase-1 plant carried on (same seed, same leak), 1 s steps of event time,
-    published as fast as the broker takes them for ``seconds`` of wall time."""
-    by_gateway: dict[tuple[str, str], list[int]] = {}
-    for p in PLANT.places():
-        by_gateway.setdefault((p.site, p.gateway), []).append(p.index)
-    ids = [p.sensor.id for p in PLANT.places()]
-    ts = start_ms
-    deadline = time.monotonic() + seconds
-    with MqttPublisher(broker_url, client_id="durability-publisher") as pub:
-        while time.monotonic() < deadline and not stop.is_set():
-            values = sim.values_at(ts)
-            for (site, gw), rows in by_gateway.items():
-                readings = [(ids[i], float(values[i])) for i in rows]
-                pub.publish(gateway_topic(site, gw), encode_gateway_message(gw, ts, readings),
-                            len(readings))
-            ts += 1000
-            time.sleep(0.002)
-        assert pub.wait_all_acked(60), "broker did not acknowledge every message"
-        result["published"] = pub.published_readings
-        result["acked"] = pub.acked_readings
+    """The phase-1 plant carried on (same seed, same leak)."""
+    result["published"], result["acked"] = live_stream(
+        broker_url, PLANT, sim, start_ms, seconds, client_id="durability-publisher", stop=stop)
 
 
 def test_sigkill_mid_stream_loses_nothing_and_keeps_alarms(

@@ -30,9 +30,8 @@ from alarms.config import load_alarm_config
 from alarms.journal import AlarmJournal
 from devservers.localservers import free_port
 from model.plant import load_plant
-from simulators import LeakSpec, MqttPublisher, PlantSimulator, run_simulation
-from simulators.gateway_json import encode_gateway_message, gateway_topic
-from tests.service_process import ServiceProcess, wait_for
+from simulators import LeakSpec, PlantSimulator, run_simulation
+from tests.service_process import ServiceProcess, stream_plant, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANT_FILE = ROOT / "config" / "plant.yaml"
@@ -87,22 +86,39 @@ class Receiver:
 
 
 def stream(broker_url: str, sim: PlantSimulator, start_ms: int, seconds: float) -> None:
-    by_gateway: dict[tuple[str, str], list[int]] = {}
-    for p in PLANT.places():
-        by_gateway.setdefault((p.site, p.gateway), []).append(p.index)
-    ids = [p.sensor.id for p in PLANT.places()]
-    ts = start_ms
-    deadline = time.monotonic() + seconds
-    with MqttPublisher(broker_url, client_id=f"outbox-crash-pub-{next(_ids)}") as pub:
-        while time.monotonic() < deadline:
-            values = sim.values_at(ts)
-            for (site, gw), rows in by_gateway.items():
-                readings = [(ids[i], float(values[i])) for i in rows]
-                pub.publish(gateway_topic(site, gw), encode_gateway_message(gw, ts, readings),
-                            len(readings))
-            ts += 1000
-            time.sleep(0.01)
-        assert pub.wait_all_acked(60), "broker did not acknowledge every message"
+    stream_plant(broker_url, PLANT, sim, start_ms, seconds, pause_s=0.01,
+                 client_id=f"outbox-crash-pub-{next(_ids)}")
+
+
+def write_settings(tmp_path: Path, state: Path, broker_url: str, client_id: str, port: int,
+                   webhook_url: str, compact_every_records: int = 100_000) -> Path:
+    """The service's settings: SQLite, the test's broker and API port, one webhook
+    target that also takes fire-control notices."""
+    settings = tmp_path / "plantwatch.toml"
+    settings.write_text(f"""
+plant = "{PLANT_FILE}"
+store = "sqlite"
+state_dir = "{state}"
+
+[sqlite]
+path = "{state / 'readings.sqlite3'}"
+
+[mqtt]
+url = "{broker_url}"
+client_id = "{client_id}"
+
+[api]
+port = {port}
+
+[journal]
+compact_every_records = {compact_every_records}
+
+[[notify.webhooks]]
+name = "pager"
+url = "{webhook_url}"
+fire_control = true
+""")
+    return settings
 
 
 def annunciated_changes(state: Path) -> set[tuple[str, str, int]]:
@@ -123,30 +139,9 @@ def test_kill9_while_the_receiver_refuses_loses_no_notification(
     state = tmp_path / "state"
     port = free_port()
     receiver = Receiver()
-    settings = tmp_path / "plantwatch.toml"
-    settings.write_text(f"""
-plant = "{PLANT_FILE}"
-store = "sqlite"
-state_dir = "{state}"
-
-[sqlite]
-path = "{state / 'readings.sqlite3'}"
-
-[mqtt]
-url = "{mosquitto.url}"
-client_id = "pw-outbox-crash-{n}"
-
-[api]
-port = {port}
-
-[journal]
-compact_every_records = 10  # compacts often: kill -9 meets compaction too
-
-[[notify.webhooks]]
-name = "pager"
-url = "{receiver.url}"
-fire_control = true
-""")
+    # compacts every 10 records: kill -9 meets compaction too
+    settings = write_settings(tmp_path, state, mosquitto.url, f"pw-outbox-crash-{n}", port,
+                              receiver.url, compact_every_records=10)
     service = ServiceProcess(
         port, tmp_path / "service.log", ["--settings", str(settings)],
         env={k: v for k, v in os.environ.items() if not k.startswith("PLANTWATCH_")})
@@ -233,26 +228,8 @@ def test_a_crash_between_the_journal_and_the_outbox_loses_no_notification(
     port = free_port()
     receiver = Receiver()
     receiver.accepting = True
-    settings = tmp_path / "plantwatch.toml"
-    settings.write_text(f"""
-plant = "{PLANT_FILE}"
-store = "sqlite"
-state_dir = "{state}"
-
-[sqlite]
-path = "{state / 'readings.sqlite3'}"
-
-[mqtt]
-url = "{mosquitto.url}"
-client_id = "pw-outbox-window-{n}"
-
-[api]
-port = {port}
-
-[[notify.webhooks]]
-name = "pager"
-url = "{receiver.url}"
-""")
+    settings = write_settings(tmp_path, state, mosquitto.url, f"pw-outbox-window-{n}", port,
+                              receiver.url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANTWATCH_")}
     log = tmp_path / "service.log"
     with open(log, "ab") as out:
