@@ -84,7 +84,7 @@ def demo(
         leak_spec = parse_leak(leak)
     if not keep_state:
         shutil.rmtree(state_dir, ignore_errors=True)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # owner-only, as the service wants
     try:
         broker = start_demo_broker(state_dir, prefer_mosquitto=not embedded_broker)
     except DemoBrokerUnavailable as exc:
