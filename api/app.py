@@ -184,6 +184,19 @@ async def _query_readings(
     return await store.query_readings(row, start_ms, end_ms, every_ms, limit, order=order)
 
 
+def _without_names(report: dict[str, Any]) -> dict[str, Any]:
+    """The health report for anyone, when reads need a token: counts instead of the
+    plant's names (which posts are in flood, which sensors are stale)."""
+    out = dict(report)
+    if isinstance(out.get("posts_in_flood"), list):
+        out["posts_in_flood"] = len(out["posts_in_flood"])
+    sparkplug = out.get("sparkplug")
+    if isinstance(sparkplug, dict):
+        out["sparkplug"] = {k: len(v) if isinstance(v, list) else v
+                            for k, v in sparkplug.items()}
+    return out
+
+
 def create_app(services: ApiServices) -> FastAPI:
     """A FastAPI app serving ``services``."""
     # FastAPIOffline serves Swagger UI and ReDoc from its own package files:
@@ -470,6 +483,8 @@ def create_app(services: ApiServices) -> FastAPI:
         except Exception as exc:
             report = {"status": "error", "error": f"health check failed: {exc!r}"}
         code = 200 if report.get("status") in ("ok", "degraded") else 503
+        if services.require_token_for_reads:
+            report = _without_names(report)
         return JSONResponse(jsonable_encoder(report), status_code=code)
 
     @app.get(

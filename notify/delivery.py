@@ -17,6 +17,7 @@ and ``plantwatch_notification_attempt_seconds``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -152,6 +153,7 @@ class OutboxDispatcher:
         self.senders = dict(senders)
         self._wake = {lane: asyncio.Event() for lane in self.senders}
         self._idle = {lane: asyncio.Event() for lane in self.senders}
+        self._nudge = {lane: asyncio.Event() for lane in self.senders}
         for lane in self.senders:
             (self._wake if self.outbox.depth(lane) else self._idle)[lane].set()
             if hasattr(self, "outcomes"):
@@ -209,7 +211,18 @@ class OutboxDispatcher:
             if done:
                 backoff.reset()
             else:
-                await asyncio.sleep(backoff.next())
+                nudge = self._nudge[lane]
+                nudge.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(nudge.wait(), backoff.next())
+
+    def nudge(self, lane: str) -> None:
+        """Try ``lane`` again now instead of at the end of its backoff (the broker
+        is back: a fire notice must not wait up to 30 s for the next attempt).
+        Call it from the event loop's thread."""
+        event = self._nudge.get(lane)
+        if event is not None:
+            event.set()
 
     async def _attempt(self, lane: str, sender: Sender, delivery: Delivery) -> bool:
         """One attempt; True if the delivery is settled (the lane may go on)."""

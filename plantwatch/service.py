@@ -250,7 +250,7 @@ class Service:
             settings.mqtt.client_id,
             topics,
             will=will,
-            on_connected=self._sparkplug_online if sp.enabled else None,
+            on_connected=self._broker_connected,
             max_pending=settings.mqtt.max_pending_messages,
             connect_timeout_s=settings.mqtt.connect_timeout_s,
             protocol=settings.mqtt.protocol,
@@ -310,6 +310,7 @@ class Service:
         self.metrics.registry.register(SourceCollector(self.source))
         self.metrics.registry.register(AlarmCollector(self.alarms.manager))
         self.started_at = time.time()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._api_socket: socket.socket | None = None
         self.api_port: int | None = None
@@ -372,6 +373,16 @@ class Service:
         not recorded must not be acknowledged."""
         self.notifier(outcome)
         self.outbox.sync()
+
+    def _broker_connected(self) -> None:
+        """On every (re)connect (paho's thread): the Sparkplug STATE birth, and the
+        broker lanes of the outbox retry at once."""
+        if self.sparkplug is not None:
+            self._sparkplug_online()
+        loop = self._loop
+        if loop is not None:
+            for lane in ("mqtt:fire", "mqtt"):
+                loop.call_soon_threadsafe(self.dispatcher.nudge, lane)
 
     def _sparkplug_online(self) -> None:
         """On every (re)connect: the host's STATE birth (paho's thread; publish is safe)."""
@@ -526,6 +537,7 @@ class Service:
             release_freed_memory()
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.bind_api()
         assert self._api_socket is not None
         config = uvicorn.Config(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
+from notify.delivery import DeliveryError, OutboxDispatcher
 from notify.outbox import Delivery, Outbox
+from store.backoff import Backoff
 
 
 def delivery(seq: int, lane: str = "webhook:ops", ms: int = 1_000) -> Delivery:
@@ -133,3 +137,35 @@ def test_mqtt_deliveries_keep_topic_qos_and_retain(tmp_path: Path) -> None:
     [d] = Outbox(path).pending()
     assert (d.topic, d.qos, d.retain, d.body) == ("plantwatch/alarms/a", 1, True,
                                                   b'{"state":"unack"}')
+
+
+async def test_a_nudged_lane_tries_again_at_once_not_at_the_end_of_its_backoff() -> None:
+    """The broker is back: a fire notice must not wait out a 30 s backoff."""
+    sent: list[bytes] = []
+
+    class Broker:
+        up = False
+
+        async def send(self, d: Delivery) -> None:
+            if not self.up:
+                raise DeliveryError("not_connected", retryable=True)
+            sent.append(d.body)
+
+    broker = Broker()
+    box = Outbox(None)
+    dispatcher = OutboxDispatcher(box, {"mqtt:fire": broker},
+                                  backoff_factory=lambda: Backoff(30.0, 30.0))
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        box.add(delivery(1, lane="mqtt:fire", ms=int(time.time() * 1000)))
+        box.sync()
+        await asyncio.sleep(0.1)  # the first attempt failed; a 30 s wait begins
+        assert sent == []
+        broker.up = True
+        dispatcher.nudge("mqtt:fire")
+        await asyncio.wait_for(dispatcher.join(5.0), 2.0)
+        assert sent == [b'{"seq":1}']
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

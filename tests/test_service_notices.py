@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import httpx
+
+from api import create_app
 from plantwatch.service import Service
 from plantwatch.settings import load_settings
 from tests.plants import PLANT_YAML
@@ -47,4 +51,23 @@ def test_a_full_spool_is_announced_to_webhooks_and_the_broker(tmp_path: Path) ->
     s._spool_full(False)
     assert [json.loads(d.body)["change"] for d in s.outbox.pending("webhook:pager")] == [
         "spool_full", "spool_drained"]
+    s.outbox.close()
+
+
+async def test_healthz_names_nothing_of_the_plant_when_reads_need_a_token(
+        tmp_path: Path) -> None:
+    s = service(tmp_path)
+    report = {"status": "ok", "posts_in_flood": ["tf-board"],
+              "sparkplug": {"online_nodes": ["nanhai/gw-1"], "stale_sensors": ["TF-A-LEL-01"]}}
+    for closed in (False, True):
+        services = dataclasses.replace(s.api_services(), health=lambda: report,
+                                       require_token_for_reads=closed)
+        transport = httpx.ASGITransport(app=create_app(services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body = (await client.get("/healthz")).json()
+        if closed:
+            assert body["posts_in_flood"] == 1
+            assert body["sparkplug"] == {"online_nodes": 1, "stale_sensors": 1}
+        else:
+            assert body == report
     s.outbox.close()
