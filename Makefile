@@ -35,13 +35,15 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/plantwatch demo --port $(PORT)
 
-## system-deps: Debian's mosquitto and influxdb (the integration tests start their own)
-## and chromium (the dashboard is tested in a real headless browser)
+## system-deps: Debian's mosquitto and influxdb (the integration tests start their own),
+## chromium (the dashboard is tested in a real headless browser) and systemd (its
+## systemd-analyze checks the shipped unit)
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing="$$missing influxdb"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing (Debian packages)"; \

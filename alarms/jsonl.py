@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FILE_MODE", "JsonLines", "make_private_dir", "sync_dir"]
+__all__ = ["FILE_MODE", "JsonLines", "make_private_dir", "sync_dir", "write_all"]
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -32,6 +32,13 @@ def make_private_dir(path: Path) -> None:
     if not path.exists():
         path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         os.chmod(path, DIR_MODE)  # mkdir's mode goes through the umask
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may take only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def sync_dir(path: Path) -> None:

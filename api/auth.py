@@ -51,6 +51,8 @@ from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from alarms.jsonl import sync_dir
+
 __all__ = [
     "DEFAULT_GRACE_MS",
     "DEFAULT_LIFETIME_MS",
@@ -433,11 +435,7 @@ class TokenStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_dir(self.path.parent)
         self._set(records)
         self._file_id = self._current_file_id()
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from alarms.jsonl import make_private_dir, sync_dir
 from engine.snapshot import Snapshot
 
 __all__ = ["CheckpointFile"]
@@ -31,7 +32,7 @@ __all__ = ["CheckpointFile"]
 class CheckpointFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
 
     def save(self, snapshot: Snapshot) -> None:
         buf = io.BytesIO()
@@ -49,11 +50,7 @@ class CheckpointFile:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_dir(self.path.parent)
 
     def load(self) -> Snapshot | None:
         if not self.path.exists():

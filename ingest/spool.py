@@ -80,6 +80,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from alarms.jsonl import make_private_dir, sync_dir, write_all
 from model.batch import ReadingBatch
 from store.errors import SpoolError
 
@@ -187,20 +188,6 @@ def _open_owner_only(path: Path, flags: int) -> int:
     return fd
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _fsync_dir(path: Path) -> None:
-    dir_fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class Spool:
     """Append-only, fsynced, bounded spool file at ``path``.
 
@@ -245,7 +232,7 @@ class Spool:
         self._dict_cache: tuple[bytes, npt.NDArray[np.int32]] | None = None
         self._enc_cache: tuple[npt.NDArray[np.int32], bytes] | None = None
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dir(self.path.parent)
             self._fd = _open_owner_only(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise SpoolError(f"cannot open spool {self.path}: {exc.strerror}; check that the "
@@ -442,7 +429,7 @@ class Spool:
                            and int(old.sensor.max()) < len(self.sensor_ids))
                 if self.legacy_readable and rows_ok:
                     data = self._encode(old)
-                    _write_all(out, data)
+                    write_all(out, data)
                     kept += len(data)
                     kept_readings += rec.n
                     continue
@@ -459,7 +446,7 @@ class Spool:
             if aside >= 0:
                 os.close(aside)
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        sync_dir(self.path.parent)
         os.close(self._fd)
         self._fd = _open_owner_only(self.path, os.O_RDWR)
         self._size = kept
@@ -483,7 +470,7 @@ class Spool:
         pos = rec.start
         while pos < rec.end:
             piece = self._pread(min(_IO_PIECE, rec.end - pos), pos)
-            _write_all(fd, piece)
+            write_all(fd, piece)
             pos += len(piece)
         return rec.end - rec.start
 

@@ -43,6 +43,8 @@ from typing import Any, Literal
 
 import orjson
 
+from alarms.jsonl import FILE_MODE, make_private_dir, sync_dir, write_all
+
 __all__ = ["Delivery", "Outbox", "Settled", "delivery_id"]
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,6 @@ Settled = Literal["delivered", "refused", "expired"]
 ``retry_for_s``."""
 
 _NAMESPACE = uuid.UUID("5b0c7e1e-4a55-4c3e-9d7f-6f1d2c1a9e10")
-_FILE_MODE = 0o600
 
 
 def delivery_id(lane: str, body: bytes) -> str:
@@ -163,7 +164,7 @@ class Outbox:
         (a short write must not leave a torn line in the middle) and re-raise."""
         assert self._fd is not None
         try:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
             if fsync:
                 os.fsync(self._fd)
         except OSError:
@@ -224,9 +225,9 @@ class Outbox:
     # ------------------------------------------------------------------ the file
     def _load(self) -> None:
         assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, _FILE_MODE)
-        os.fchmod(fd, _FILE_MODE)
+        make_private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)
         self._fd = fd
         with open(self.path, "rb") as f:
             data = f.read()
@@ -281,9 +282,9 @@ class Outbox:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             try:
-                _write_all(fd, b"".join(d.to_line() for d in self.pending()))
+                write_all(fd, b"".join(d.to_line() for d in self.pending()))
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -299,23 +300,9 @@ class Outbox:
         os.close(old_fd)
         self._bytes = os.fstat(new_fd).st_size
         with contextlib.suppress(OSError):
-            _fsync_dir(self.path.parent)
+            sync_dir(self.path.parent)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -379,9 +379,6 @@ async def test_an_old_format_spool_under_a_changed_or_unknown_table_is_set_aside
 STATE_01 = Path(__file__).parent / "data" / "state-0.1"
 
 
-@pytest.mark.skipif(not (STATE_01 / "spool.bin").exists(),
-                    reason="tests/data/state-0.1 not present: the old format is covered by "
-                           "the records written above")
 def test_the_spool_of_release_0_1_loads_by_id(tmp_path: Path) -> None:
     # A copy: opening rewrites an old-format spool, and those files are never edited.
     shutil.copy(STATE_01 / "spool.bin", tmp_path / "spool.bin")
