@@ -124,7 +124,6 @@ class OutboxDispatcher:
         self.retry_for_s = retry_for_s
         self.clock = clock
         self._backoff_factory = backoff_factory
-        self.use(senders)
         registry = registry or CollectorRegistry()
         self.outcomes = Counter("plantwatch_notifications",
                                 "Notification deliveries by outcome", ["lane", "outcome"],
@@ -145,7 +144,7 @@ class OutboxDispatcher:
                 self._idle[lane].clear()
 
         outbox.on_added = added
-        self.use(self.senders)
+        self.use(senders)
 
     def use(self, senders: Mapping[str, Sender]) -> None:
         """Set the lanes' senders (before :meth:`run`; the service knows them only once
@@ -156,9 +155,8 @@ class OutboxDispatcher:
         self._nudge = {lane: asyncio.Event() for lane in self.senders}
         for lane in self.senders:
             (self._wake if self.outbox.depth(lane) else self._idle)[lane].set()
-            if hasattr(self, "outcomes"):
-                for outcome in ("delivered", "refused", "expired", "retried"):
-                    self.outcomes.labels(lane, outcome)
+            for outcome in ("delivered", "refused", "expired", "retried"):
+                self.outcomes.labels(lane, outcome)
 
     def _settle(self, delivery: Delivery, how: Settled) -> None:
         self.outbox.settle(delivery, how)
